@@ -1,0 +1,183 @@
+"""Content checks every candidate post passes before it may be posted: no banned
+words, nobody pinged, no placeholder symbols, long enough, short enough for X, and
+not a repeat of what the bot itself posted lately.
+
+Plain values in, plain values out: the caller reads the banned-words file path and
+the bot's recent posts (store, clock) and hands them over.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from bot.errors import BotError
+from bot.originality import NearCopyIndex, canonical_tokens
+from trainer.text import MAX_WEIGHTED_LENGTH, URL_SYMBOL, URL_WEIGHT, weighted_length
+
+if TYPE_CHECKING:
+    from bot.store import Store
+
+DEFAULT_BANNED_WORDS_FILE = Path(__file__).resolve().parents[1] / "config" / "banned_words.txt"
+MENTION_MODES = ("defuse", "reject")
+DEFAULT_MIN_WORDS = 4
+DEFAULT_REPEAT_DAYS = 30
+
+# X links "@name" only when a handle character follows the "@" (twitter-text's
+# mention pattern), so a zero-width space right after it leaves the text readable
+# and pings nobody. The fullwidth at sign is a mention sign to X as well.
+_LIVE_MENTION_RE = re.compile(r"[@\uff20](?=[A-Za-z0-9_])")
+_MENTION_NAME_RE = re.compile(r"[@\uff20]([A-Za-z0-9_]{1,20})")
+DEFUSER = "\u200b"
+# what the sampler writes for the model's unknown symbol, and private-use characters
+# other than URL_SYMBOL (placeholders of other tools)
+_PLACEHOLDER_RE = re.compile("[\ufffd\ue001-\uf8ff\U000f0000-\U0010fffd]")
+# Characters X weighs 1 (twitter-text v3) that never start or join an emoji sequence:
+# a normalized text made only of these (and no URL) weighs len(text). A fast path
+# only; tests check it against trainer.text.weighted_length on real posts.
+_LIGHT_ONLY_RE = re.compile("[\u0000-\u10ff\u2000-\u200c\u2010-\u201f\u2032-\u2037]*")
+
+
+def _weighted_length(text: str, raw_url: bool) -> int:
+    """trainer.text.weighted_length, without its per-character loop for the common
+    case of light characters and URL_SYMBOLs only (each URL weighs 23)."""
+    if not raw_url:
+        rest = text.replace(URL_SYMBOL, "")
+        if _LIGHT_ONLY_RE.fullmatch(rest):
+            return len(rest) + URL_WEIGHT * (len(text) - len(rest))
+    return weighted_length(text)
+_URL_HINTS = ("://", "www.", "t.co/", "pic.twitter.com")  # raw URLs, should one get here
+_WORD_RE = re.compile(r"[^\W_]+")  # words of the visible text, handles included
+
+
+def read_banned_words(path: str | Path) -> list[str]:
+    """Words and phrases, one a line; blank lines and `#` comments ignored."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise BotError(f"banned words file {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BotError(f"banned words file {path}: cannot read ({exc})") from None
+    words = [line.split("#", 1)[0].strip() for line in lines]
+    return [w for w in words if w]
+
+
+class BannedWords:
+    """Whole-word, case-insensitive matching of words and phrases, on the same words
+    as everywhere else (punctuation and spacing between a phrase's words do not
+    matter); a plural s/es matches too, so the list stays short."""
+
+    def __init__(self, entries: Iterable[str]):
+        self.words: set[str] = set()
+        self.phrases: list[str] = []  # " word word " forms, plurals included
+        for entry in entries:
+            words = _WORD_RE.findall(entry.casefold())
+            variants = [" ".join(words[:-1] + [words[-1] + end]) for end in ("", "s", "es")] if words else []
+            if len(words) == 1:
+                self.words.update(variants)
+            else:
+                self.phrases.extend(f" {v} " for v in variants)
+
+    def find(self, text: str) -> str | None:
+        """The first banned word or phrase in text, or None."""
+        words = _WORD_RE.findall(text.casefold())
+        if not self.words.isdisjoint(words):
+            return next(w for w in words if w in self.words)
+        if self.phrases:
+            padded = " " + " ".join(words) + " "
+            for phrase in self.phrases:
+                if phrase in padded:
+                    return phrase.strip()
+        return None
+
+
+def defuse_mentions(text: str) -> str:
+    """"@name" -> "@\u200bname": same look, no notification, no link."""
+    return _LIVE_MENTION_RE.sub(lambda m: m.group(0) + DEFUSER, text)
+
+
+class ContentChecks:
+    """The content rules, compiled once. `check` gives (text to post, reasons);
+    the text is only fit to post when reasons is empty."""
+
+    def __init__(
+        self,
+        *,
+        banned_words: Iterable[str] | None = None,
+        banned_words_file: str | Path | None = DEFAULT_BANNED_WORDS_FILE,
+        mentions: str = "defuse",
+        min_words: int = DEFAULT_MIN_WORDS,
+        recent_bot_posts: Iterable[str] = (),
+    ):
+        if mentions not in MENTION_MODES:
+            raise BotError(f"mentions must be one of {', '.join(MENTION_MODES)}, not {mentions!r}")
+        if min_words < 1:
+            raise BotError(f"min_words must be at least 1, not {min_words}")
+        words = list(banned_words or [])
+        if banned_words is None and banned_words_file is not None:
+            words = read_banned_words(banned_words_file)
+        self._banned = BannedWords(words)
+        self.mentions = mentions
+        self.min_words = min_words
+        # the bot's recent posts, for every target: X refuses duplicates, and readers
+        # would notice; the same near-copy rules as for the target's own posts
+        self._recent = NearCopyIndex()
+        for i, text in enumerate(recent_bot_posts):
+            self._recent.add(f"bot#{i}", text)
+
+    def check(self, text: str) -> tuple[str, list[str]]:
+        return self.check_many([text])[0]
+
+    def check_many(self, texts: list[str]) -> list[tuple[str, list[str]]]:
+        """(text to post, reasons) for each candidate. Candidates are expected in
+        trainer.text.normalize form, as the sampler writes them (the `check` command
+        normalizes what people type)."""
+        out = [self._check_text(t) for t in texts]
+        if len(self._recent):
+            for (final, reasons), m in zip(out, self._recent.check_many([f for f, _ in out])):
+                if m.copy:
+                    reasons.append(f"repeat: the bot posted (nearly) this lately ({m.reason})")
+        return out
+
+    def _check_text(self, text: str) -> tuple[str, list[str]]:
+        reasons = []
+        if not text.strip():
+            return text, ["empty: no text"]
+        lowered = text.lower()
+        has_url = URL_SYMBOL in text or any(h in lowered for h in _URL_HINTS)
+        if has_url:
+            reasons.append("url: a URL or URL placeholder is left (the bot posts no links)")
+        if not text.isascii() and _PLACEHOLDER_RE.search(text):
+            reasons.append("placeholder: an unknown-character symbol is left")
+        if "@" in text or "\uff20" in text:
+            if self.mentions == "reject" and _LIVE_MENTION_RE.search(text):
+                names = ", ".join("@" + n for n in _MENTION_NAME_RE.findall(text)[:3])
+                reasons.append(f"mention: would ping {names}")
+            else:
+                text = defuse_mentions(text)
+        hit = self._banned.find(text)
+        if hit:
+            reasons.append(f"banned: contains {hit!r}")
+        words = len(canonical_tokens(text))
+        if words < self.min_words:
+            reasons.append(f"too-short: {words} word{'' if words == 1 else 's'} (minimum {self.min_words})")
+        length = _weighted_length(text, raw_url=has_url and URL_SYMBOL not in text)
+        if length > MAX_WEIGHTED_LENGTH:
+            reasons.append(f"too-long: weighted length {length} (maximum {MAX_WEIGHTED_LENGTH})")
+        return text, reasons
+
+
+def checks_from_store(
+    store: Store,
+    *,
+    now: datetime,
+    repeat_days: int = DEFAULT_REPEAT_DAYS,
+    **rules: Any,
+) -> ContentChecks:
+    """ContentChecks with the bot's posts of the last `repeat_days` days (any target)
+    as the posts not to repeat; `rules` are ContentChecks' other keyword arguments."""
+    if repeat_days < 0:
+        raise BotError(f"repeat_days must be 0 or more, not {repeat_days}")
+    recent = store.bot_posts(since=now - timedelta(days=repeat_days)) if repeat_days else []
+    return ContentChecks(recent_bot_posts=[b["text"] for b in recent], **rules)

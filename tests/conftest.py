@@ -1,0 +1,43 @@
+"""Shared fixtures: a sandbox X API on 127.0.0.1 (real HTTP) and a store on a temp dir."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.sandbox import Sandbox, start_sandbox
+from bot.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+# The project's read-only data (tests may read it; the product never needs it).
+SHARED_USERS = REPO.parent / "shared" / "data" / "users"
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    """A sandbox seeded with the shipped sample account, on a free port; closed afterwards."""
+    sb = start_sandbox(port=0)
+    try:
+        yield sb
+    finally:
+        sb.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "data") as st:
+        yield st
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    """What the X client would have slept (tests pass `sleep=sleeps.append`)."""
+    return []
+
+
+@pytest.fixture
+def shared_users() -> Path:
+    """shared/data/users: real timelines (read only)."""
+    assert SHARED_USERS.is_dir(), f"the project's data is missing: {SHARED_USERS}"
+    return SHARED_USERS

@@ -1,0 +1,80 @@
+"""Settings from the environment and .env: precedence, validation, secrets kept out of repr."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.errors import BotError
+from bot.settings import Settings
+
+CREDS = {
+    "TWITTER_CONSUMER_KEY": "ck-secret-1",
+    "TWITTER_CONSUMER_SECRET": "cs-secret-2",
+    "TWITTER_ACCESS_TOKEN": "123-at-secret-3",
+    "TWITTER_ACCESS_TOKEN_SECRET": "ats-secret-4",
+}
+
+
+def test_defaults_without_anything(tmp_path):
+    settings = Settings.from_env({}, dotenv_path=tmp_path / "missing.env")
+    assert settings == Settings()
+    assert settings.api_base_url == "https://api.twitter.com" and settings.data_dir == Path("data")
+    assert settings.include_replies is False and settings.has_credentials is False
+
+
+def test_environment_wins_over_dotenv(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "TWITTER_CONSUMER_KEY=from-dotenv\nTWITTER_CONSUMER_SECRET=cs\nTWITTER_ACCESS_TOKEN=1-at\n"
+        "TWITTER_ACCESS_TOKEN_SECRET=ats\nBOT_DATA_DIR=/tmp/from-dotenv\nBOT_MAX_ATTEMPTS=7\n"
+    )
+    settings = Settings.from_env({"TWITTER_CONSUMER_KEY": "from-env", "BOT_INCLUDE_REPLIES": "yes",
+                                  "TWITTER_API_BASE_URL": "http://127.0.0.1:8080/"}, dotenv_path=dotenv)
+    assert settings.consumer_key == "from-env" and settings.access_token == "1-at"
+    assert settings.data_dir == Path("/tmp/from-dotenv") and settings.max_attempts == 7
+    assert settings.include_replies is True and settings.api_base_url == "http://127.0.0.1:8080"
+    assert settings.has_credentials
+
+
+def test_secrets_are_not_in_repr(tmp_path):
+    settings = Settings.from_env({**CREDS, "TWITTER_BEARER_TOKEN": "bearer-secret-5"}, dotenv_path=None)
+    text = repr(settings) + str(settings)
+    for secret in (*CREDS.values(), "bearer-secret-5"):
+        assert secret not in text
+    assert "api_base_url='https://api.twitter.com'" in text  # the rest is shown
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TWITTER_CONSUMER_KEY": "k"}, "incomplete X credentials: TWITTER_CONSUMER_SECRET, TWITTER_ACCESS_TOKEN, "
+                                         "TWITTER_ACCESS_TOKEN_SECRET not set"),
+        ({"TWITTER_API_BASE_URL": "127.0.0.1:8080"}, "TWITTER_API_BASE_URL must be an http(s) URL"),
+        ({"BOT_REQUEST_TIMEOUT": "soon"}, "BOT_REQUEST_TIMEOUT must be a number of seconds, not 'soon'"),
+        ({"BOT_REQUEST_TIMEOUT": "0"}, "BOT_REQUEST_TIMEOUT must be between"),
+        ({"BOT_MAX_ATTEMPTS": "2.5"}, "BOT_MAX_ATTEMPTS must be a whole number"),
+        ({"BOT_INCLUDE_REPLIES": "maybe"}, "BOT_INCLUDE_REPLIES must be true or false"),
+    ],
+)
+def test_bad_values_are_one_line_errors(env, message):
+    with pytest.raises(BotError) as caught:
+        Settings.from_env(env, dotenv_path=None)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_a_bad_secret_is_reported_without_its_value():
+    with pytest.raises(BotError, match="TWITTER_CONSUMER_SECRET contains whitespace") as caught:
+        Settings.from_env({**CREDS, "TWITTER_CONSUMER_SECRET": "half of it\nthe other half"}, dotenv_path=None)
+    assert "half" not in str(caught.value)
+
+
+def test_empty_values_count_as_unset():
+    settings = Settings.from_env({"TWITTER_CONSUMER_KEY": "", "BOT_DATA_DIR": "  ", "TWITTER_BEARER_TOKEN": ""},
+                                 dotenv_path=None)
+    assert settings == Settings()
+
+
+def test_settings_are_frozen():
+    with pytest.raises(AttributeError):
+        Settings().max_attempts = 3  # type: ignore[misc]

@@ -1,0 +1,132 @@
+"""The trainer's command line: python -m trainer {base,finetune,sample,evaluate}."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from trainer.errors import TrainerError
+from trainer.model import DEFAULT_BASE
+
+DEFAULT_BASE_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "base_tweets.jsonl.gz"
+
+
+def cmd_base(args: argparse.Namespace) -> int:
+    from trainer.model import ModelConfig
+    from trainer.train import BASE_TRAIN, train_base
+    from dataclasses import replace
+
+    data = args.data or (DEFAULT_BASE_DATA if DEFAULT_BASE_DATA.exists() else None)
+    if data is None:
+        raise TrainerError("no base corpus: pass --data FILE (gzip JSON Lines or text, one post a line)")
+    cfg = replace(BASE_TRAIN, max_seconds=args.max_seconds, batch_size=args.batch_size,
+                  learning_rate=args.learning_rate, steps_per_epoch=args.steps_per_epoch)
+    config = ModelConfig(cell=args.cell, layers=args.layers, units=args.units, embedding=args.embedding)
+    art = train_base(data, args.out, config, cfg, checkpoint_dir=args.checkpoint_dir)
+    print(json.dumps({k: art.meta.get(k) for k in ("val_bits_per_char", "val_loss_nats", "posts", "epochs", "train_seconds")}))
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from trainer.data import read_posts
+    from trainer.model import load, save
+    from trainer.train import finetune
+
+    base = load(args.base)
+    art = finetune(base, read_posts(args.posts), max_seconds=args.max_seconds)
+    save(art, args.out)
+    print(json.dumps(art.meta))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from trainer.model import load
+    from trainer.sample import sample
+
+    art = load(args.model)
+    texts = sample(art, args.n, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                   prime=args.prime, seed=args.seed)
+    for t in texts:
+        print(json.dumps({"text": t}, ensure_ascii=False) if args.json else t.replace("\n", " / "))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from trainer.data import read_posts
+    from trainer.evaluate import evaluate_account
+    from trainer.model import load
+
+    result = evaluate_account(load(args.base), read_posts(args.posts), args.max_seconds)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{'model':<12}{'held-out bits/char':>20}")
+        for k in ("base", "finetuned", "scratch"):
+            print(f"{k:<12}{result[k + '_bits_per_char']:>20.3f}")
+        print(f"{result['heldout_posts']} held-out posts; fine-tuning took {result['finetune_seconds']} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    b = sub.add_parser("base", help="train a base model on many accounts' posts")
+    b.add_argument("--data", type=Path, help=f"corpus (default {DEFAULT_BASE_DATA} when present)")
+    b.add_argument("--out", type=Path, required=True, help="artifact to write (the best so far is kept there)")
+    b.add_argument("--max-seconds", type=float, help="wall-clock budget")
+    b.add_argument("--checkpoint-dir", type=Path, help="resume from / write periodic checkpoints here")
+    b.add_argument("--cell", choices=["gru", "lstm"], default="gru")
+    b.add_argument("--layers", type=int, default=1)
+    b.add_argument("--units", type=int, default=384)
+    b.add_argument("--embedding", type=int, default=64)
+    b.add_argument("--batch-size", type=int, default=128)
+    b.add_argument("--learning-rate", type=float, default=2e-3)
+    b.add_argument("--steps-per-epoch", type=int, default=400, help="training steps between validations")
+    b.set_defaults(func=cmd_base)
+
+    f = sub.add_parser("finetune", help="fine-tune the base model on one account's posts")
+    f.add_argument("--posts", type=Path, required=True, help="gzip JSON Lines or text, one post a line")
+    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--base", type=Path, default=DEFAULT_BASE)
+    f.add_argument("--max-seconds", type=float, default=90)
+    f.set_defaults(func=cmd_finetune)
+
+    s = sub.add_parser("sample", help="generate candidate posts")
+    s.add_argument("--model", type=Path, required=True)
+    s.add_argument("-n", type=int, default=10)
+    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--top-k", type=int, default=0, help="0: no top-k cut")
+    s.add_argument("--top-p", type=float, default=0.95)
+    s.add_argument("--prime", default="", help="text the post continues from (replies use it)")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--json", action="store_true", help="one JSON object a line")
+    s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("evaluate", help="held-out bits/char: base vs fine-tuned vs scratch")
+    e.add_argument("--posts", type=Path, required=True)
+    e.add_argument("--base", type=Path, default=DEFAULT_BASE)
+    e.add_argument("--max-seconds", type=float, default=90, help="budget for fine-tuning and for scratch")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except TrainerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

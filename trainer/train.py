@@ -1,0 +1,246 @@
+"""Training loops: the base model on many accounts, and fine-tuning it on one account.
+
+Both are Keras `fit` with a few callbacks: early stopping on a validation set, a
+wall-clock budget, keeping the best weights, and (for the long base run) periodic
+checkpoints that a restarted run resumes from.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainer import data
+from trainer.data import Post, Vocab
+from trainer.errors import TrainerError
+from trainer.model import Artifact, ModelConfig, build_model, save
+
+log = logging.getLogger(__name__)
+
+# 10% of an account is held out for evaluation and 10% of the rest is the early-stopping
+# slice; below 100 posts each would hold fewer than 10 posts, too few to tell whether
+# fine-tuning helped or to stop it at the right time.
+MIN_FINETUNE_POSTS = 100
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    steps_per_epoch: int | None = None  # None: one pass over the data; an "epoch" is a validation interval
+    max_epochs: int = 1000
+    patience: int = 3  # epochs without a better validation loss before stopping
+    max_seconds: float | None = None
+    seed: int = 0
+
+
+BASE_TRAIN = TrainConfig(batch_size=128, learning_rate=2e-3, steps_per_epoch=400, patience=4)
+FINETUNE_TRAIN = TrainConfig(batch_size=32, learning_rate=1e-3, patience=2, max_seconds=90)
+
+
+def fingerprint(posts: list[Post]) -> str:
+    h = hashlib.sha256()
+    for p in posts:
+        h.update(p.text.encode("utf-8") + b"\x00")
+    return h.hexdigest()[:16]
+
+
+def fit(
+    model,
+    train_enc: list[np.ndarray],
+    val_enc: list[np.ndarray],
+    cfg: TrainConfig,
+    checkpoint_dir: Path | None = None,
+    on_improve: Callable[[float], None] | None = None,
+    verbose: int = 0,
+) -> dict:
+    """Train `model` in place and leave it with its best validation weights.
+
+    Returns {"epochs", "seconds", "best_val_loss" (nats/char), "stopped_by"}."""
+    if not train_enc or not val_enc:
+        raise TrainerError("nothing to train or validate on")
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    steps = cfg.steps_per_epoch or math.ceil(len(train_enc) / cfg.batch_size)
+    rng = random.Random(cfg.seed)
+
+    def endless():
+        while True:
+            yield from data.batches(train_enc, cfg.batch_size, rng)
+
+    spec = (
+        tf.TensorSpec((None, None), tf.int32),
+        tf.TensorSpec((None, None), tf.int32),
+        tf.TensorSpec((None, None), tf.float32),
+    )
+    train_ds = tf.data.Dataset.from_generator(endless, output_signature=spec).prefetch(2)
+    val_batches = list(data.batches(val_enc, 256))
+    val_ds = tf.data.Dataset.from_generator(lambda: iter(val_batches), output_signature=spec)
+
+    keeper = KeepBest(cfg.max_seconds, on_improve)
+    callbacks = [keeper, keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience)]
+    if checkpoint_dir is not None:
+        callbacks.append(keras.callbacks.BackupAndRestore(str(checkpoint_dir), save_freq="epoch"))
+    start = time.monotonic()
+    model.fit(
+        train_ds,
+        steps_per_epoch=steps,
+        epochs=cfg.max_epochs,
+        validation_data=val_ds,
+        validation_steps=len(val_batches),
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    if keeper.best_weights is not None:
+        model.set_weights(keeper.best_weights)
+    return {
+        "epochs": keeper.epochs,
+        "seconds": round(time.monotonic() - start, 1),
+        "best_val_loss": keeper.best,
+        "stopped_by": "time budget" if keeper.out_of_time else "early stopping or max epochs",
+    }
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Remembers the weights with the lowest validation loss and stops when the
+    wall-clock budget is spent (checked every batch, so the budget holds)."""
+
+    def __init__(self, max_seconds: float | None, on_improve: Callable[[float], None] | None):
+        super().__init__()
+        self.max_seconds = max_seconds
+        self.on_improve = on_improve
+        self.best = math.inf
+        self.best_weights = None
+        self.epochs = 0
+        self.out_of_time = False
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.max_seconds is not None and time.monotonic() - self.start > self.max_seconds:
+            self.out_of_time = True
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+        val = (logs or {}).get("val_loss", math.inf)
+        if val < self.best:
+            self.best = float(val)
+            self.best_weights = self.model.get_weights()
+            if self.on_improve is not None:
+                self.on_improve(self.best)
+
+
+def train_base(
+    data_path: str | Path,
+    out: str | Path,
+    model_config: ModelConfig = ModelConfig(),
+    cfg: TrainConfig = BASE_TRAIN,
+    checkpoint_dir: str | Path | None = None,
+    val_posts: int = 5000,
+) -> Artifact:
+    """Train a base model on a large corpus of many accounts' posts.
+
+    The best model so far is written to `out` after every validation that improves,
+    so an interrupted run always leaves a usable artifact; `checkpoint_dir` lets a
+    restarted run resume where the last one stopped."""
+    t0 = time.monotonic()
+    posts = data.read_posts(data_path)
+    random.Random(cfg.seed).shuffle(posts)
+    if len(posts) < 2 * val_posts:
+        val_posts = max(1, len(posts) // 10)
+    vocab = Vocab.build(p.text for p in posts)
+    val, train = posts[:val_posts], posts[val_posts:]
+    train_enc, val_enc = data.encode_posts(vocab, train), data.encode_posts(vocab, val)
+    log.info("base corpus: %d training posts, %d validation posts, vocabulary %d, read in %.0f s",
+             len(train), len(val), len(vocab), time.monotonic() - t0)
+    model = build_model(model_config, len(vocab))
+    meta = {
+        "kind": "base",
+        "data": str(Path(data_path).name),
+        "data_fingerprint": fingerprint(posts),
+        "posts": len(train),
+        "validation_posts": len(val),
+        "train_config": cfg.__dict__,
+    }
+
+    def write_best(val_loss: float) -> None:
+        meta.update(val_loss_nats=round(val_loss, 4), val_bits_per_char=round(val_loss / math.log(2), 4),
+                    train_seconds=round(time.monotonic() - t0))
+        save(Artifact(model_config, vocab, model.get_weights(), dict(meta)), out)
+        log.info("validation loss %.4f nats/char (%.4f bits/char): saved %s", val_loss, val_loss / math.log(2), out)
+
+    result = fit(model, train_enc, val_enc, cfg, Path(checkpoint_dir) if checkpoint_dir else None,
+                 on_improve=write_best, verbose=1 if sys.stderr.isatty() else 2)
+    meta.update(epochs=result["epochs"], stopped_by=result["stopped_by"], train_seconds=round(time.monotonic() - t0))
+    artifact = Artifact(model_config, vocab, model.get_weights(), meta)
+    save(artifact, out)
+    return artifact
+
+
+def split_account(posts: list[Post]) -> tuple[list[Post], list[Post], list[Post]]:
+    """(train, early-stopping slice, held out): chronological, the held-out part newest."""
+    if len(posts) < MIN_FINETUNE_POSTS:
+        raise TrainerError(
+            f"only {len(posts)} posts: fine-tuning needs at least {MIN_FINETUNE_POSTS} "
+            "(10% are held out for evaluation and 10% of the rest decide when to stop)"
+        )
+    rest, heldout = data.chronological_split(posts)
+    train, stop_slice = data.chronological_split(rest)
+    return train, stop_slice, heldout
+
+
+def finetune(
+    base: Artifact,
+    posts: list[Post],
+    max_seconds: float | None = FINETUNE_TRAIN.max_seconds,
+    cfg: TrainConfig = FINETUNE_TRAIN,
+    from_scratch: bool = False,
+) -> Artifact:
+    """Base model + one account's posts -> that account's model.
+
+    Every layer is trained (the reference design's choice, and the better one here:
+    see BENCHMARKS.md). With from_scratch the same architecture starts from random
+    weights instead: the baseline that shows what transfer learning buys."""
+    from trainer.evaluate import bits_per_char
+
+    t0 = time.monotonic()
+    train, stop_slice, heldout = split_account(posts)
+    vocab = base.vocab
+    train_enc, stop_enc = data.encode_posts(vocab, train), data.encode_posts(vocab, stop_slice)
+    model = build_model(base.config, len(vocab))
+    if not from_scratch:
+        model.set_weights(base.weights)
+    cfg = replace(cfg, max_seconds=max_seconds)
+    if from_scratch:
+        cfg = replace(cfg, learning_rate=BASE_TRAIN.learning_rate, patience=cfg.patience + 2)
+    result = fit(model, train_enc, stop_enc, cfg)
+    weights = model.get_weights()
+    artifact = Artifact(base.config, vocab, weights, {})
+    heldout_bpc = bits_per_char(artifact, heldout, model=model)
+    artifact.meta = {
+        "kind": "scratch" if from_scratch else "finetuned",
+        "base_fingerprint": base.meta.get("data_fingerprint"),
+        "data_fingerprint": fingerprint(posts),
+        "posts": len(posts),
+        "train_posts": len(train),
+        "heldout_posts": len(heldout),
+        "heldout_bits_per_char": round(heldout_bpc, 4),
+        "epochs": result["epochs"],
+        "stopped_by": result["stopped_by"],
+        "train_seconds": round(time.monotonic() - t0, 1),
+    }
+    return artifact
