@@ -1,44 +1,52 @@
 """The near-copy filter: is a candidate post a (near-)copy of something the target
-really wrote, or of something the bot already posted for that target?
+really wrote, or of something the bot already posted for that target? Plus `select`,
+which runs every candidate through the content checks (bot/content.py) and this.
+
+Public API: NearCopyIndex (add, add_many, check, check_many), NearCopyParams, Match,
+canonical_tokens, judge, select, select_from_batches, Verdict, Selection,
+index_from_store.
 
 How it works, and why this way
 ------------------------------
-Texts are compared as *words* ("canonical tokens"): HTML entities decoded, URLs and
+Texts are compared as *words* (`canonical_tokens`): HTML entities decoded, URLs and
 @mentions dropped, case folded, punctuation and emoji dropped, apostrophes and
-hyphens inside words removed ("let's" = "lets", "e-mail" = "email"), Chinese/Japanese characters one token each. So copies that differ
-only in case, punctuation, whitespace, URLs or mentions have identical tokens.
+hyphens inside words removed ("let's" = "lets"), Chinese and Japanese characters one
+word each. Copies that differ only in case, punctuation, whitespace, URLs or
+mentions therefore have the same words.
 
-Finding the few posts worth comparing is an inverted index over word shingles
-(bigrams; whole texts for one-word posts), kept as two sorted numpy arrays (shingle
-key, post number). For each candidate its shingles are looked up rarest first and
-their posting lists read until a fixed budget of postings is spent; very common
-shingles ("thank you", "of the") are skipped, and a shingle with no postings costs
-nothing. The posts sharing the most shingles are then verified exactly. Work per
-candidate is bounded by the budget and the number verified, not by the index size.
-Bigrams won over unigrams and trigrams in bench/originality_bench.py: trigrams lose
-short posts with an edited word (every trigram of a 4-word post touches its middle
-words), unigrams make every posting list long.
+Finding the few indexed posts worth comparing is an inverted index over word
+bigrams, plus one key per whole text (so an exact copy is found even when all its
+bigrams are common), kept in numpy arrays (sorted distinct keys, posting lists of
+post numbers). A candidate's bigrams are looked up rarest first and their posting
+lists read until `postings_budget` postings are spent, so the most common ones
+("thank you", "of the") are never read and a bigram no post has costs nothing; the
+`verify` posts with the most IDF weight in common are then verified exactly. The
+work per candidate is bounded by the budget and `verify`, not by the index size.
+Bigrams won over single words (posting lists too long to read within the budget:
+lower recall) and trigrams (a 4-word post with its middle word edited shares no
+trigram with the original) in bench/originality_bench.py --sweep.
 
 MinHash LSH (datasketch) was left out: it estimates the Jaccard similarity of whole
 shingle sets, but a truncation, a 70% run inside a longer candidate or two posts
 glued together have a low Jaccard similarity with each original (containment is
-what matters), so its threshold would have to be so low that most of the index
+what matters), so its threshold would have to be so low that much of the index
 comes back; its containment variant (LSH Ensemble) cannot add a post after the
 index is built; and hashing one candidate (128 permutations, ~90 us) plus one LSH
-query (~100 us) alone cost more than a whole check here.
+query (~100 us), measured here, cost more than a whole check.
 
-Verification (one candidate against one indexed post), all on word tokens:
-  * similarity: rapidfuzz's normalized Indel similarity (insertions and deletions
-    of words) >= `min_similarity`: exact copies and light edits (a few words
+Verification of one candidate against one indexed post, on words:
+  * similarity: rapidfuzz's normalized Indel similarity (word insertions and
+    deletions) >= `min_similarity`: exact copies and light edits (a few words
     inserted, deleted or replaced).
-  * verbatim runs: the maximal common runs of at least `min_run` words. A copy if
-    one run holds at least `min_post_fraction` of an indexed post's words (a long
-    run of a real post inside a candidate; each half of two glued posts), or if runs
-    from any retrieved posts cover at least `min_candidate_fraction` of the
-    candidate's words (a truncation; a patchwork of real posts). `min_run` is what
-    keeps a short real post ("Thank you Iowa!") or a common phrase ("thank you so
-    much for") inside new text from counting as a copy.
-The defaults come from bench/originality_bench.py (see BENCHMARKS.md).
+  * verbatim runs (maximal runs of words equal in both): a copy if one run of at
+    least `min_post_run` words holds at least `min_post_fraction` of an indexed
+    post (a long run of a real post inside new text; each half of two glued
+    posts), or if runs of at least `min_run` words, from any of the verified posts,
+    cover `min_candidate_fraction` of the candidate (a truncation; a patchwork).
+    The minimum run lengths keep a short real post ("Thank you Iowa!") or a common
+    phrase ("thank you so much for") inside new text from counting as a copy.
+Cheap bounds (lengths, shared bigrams) skip the exact measures where they cannot
+reach a threshold. The defaults come from bench/originality_bench.py (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -69,8 +77,7 @@ class NearCopyParams:
     min_post_fraction: float = 0.60  # a run holding this much of an indexed post
     min_candidate_fraction: float = 0.80  # runs covering this much of the candidate
     shingle: int = 2  # words per shingle in the inverted index
-    postings_budget: int = 3000  # postings read per candidate, rarest shingles first
-    max_df: int = 2000  # shingles in more posts than this are never read
+    postings_budget: int = 1000  # postings read per candidate, rarest shingles first
     verify: int = 6  # indexed posts verified per candidate
 
 
@@ -259,8 +266,8 @@ class NearCopyIndex:
         """For each of n candidates (its shingle keys are those with owner == i): the
         (post number, shared shingles read) of the `verify` posts sharing the rarest
         shingles (most IDF weight), and how many of its indexed shingles were not read.
-        Each candidate reads its shingles' posting lists rarest first, and stops before
-        `postings_budget` postings; lists longer than `max_df` are never read."""
+        Each candidate reads its shingles' posting lists rarest first and stops before
+        `postings_budget` postings, so the most common shingles are never read."""
         p = self.params
         at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
         found = self._keys[at] == keys if len(self._keys) else np.zeros(len(keys), bool)
@@ -273,7 +280,7 @@ class NearCopyIndex:
         total = np.cumsum(df)
         first = np.searchsorted(owner, owner, "left")  # each candidate's first shingle
         spent = total - (total[first] - df[first])  # postings read by this candidate so far
-        keep = (spent <= p.postings_budget) & (df <= p.max_df)
+        keep = spent <= p.postings_budget
         unread = np.bincount(owner[~keep], minlength=n).tolist()
         lo, df, owner = lo[keep], df[keep], owner[keep]
         # every posting of every kept shingle, tagged with its candidate

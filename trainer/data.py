@@ -7,6 +7,7 @@ import gzip
 import json
 import math
 import random
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -42,19 +43,27 @@ def read_posts(path: str | Path, include_retweets: bool = False) -> list[Post]:
             lines = fh.read().split("\n")  # not splitlines(): JSON strings may hold U+2028
     except FileNotFoundError:
         raise TrainerError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error) as exc:
         raise TrainerError(f"{path}: cannot read ({exc.__class__.__name__}: {exc})") from None
     first = next((ln for ln in lines if ln.strip()), "")
-    posts = _parse_jsonl(path, lines) if first.lstrip().startswith("{") else _parse_text(lines)
-    posts = [
-        Post(p.id, p.created_at, normalize(p.text))
-        for p in posts
-        if include_retweets or not is_retweet(p.text)
-    ]
-    posts = [p for p in posts if p.text]
+    raw = _parse_jsonl(path, lines) if first.lstrip().startswith("{") else _parse_text(lines)
+    posts = to_posts(raw, include_retweets)
     if not posts:
         raise TrainerError(f"{path}: no posts in it")
     return posts
+
+
+def to_posts(records: Iterable[Post | dict], include_retweets: bool = False) -> list[Post]:
+    """Raw posts (Posts or dicts with id, created_at, text, as the bot's store holds
+    them) -> normalized Posts, retweets and empty posts left out."""
+    out = []
+    for r in records:
+        p = r if isinstance(r, Post) else Post(str(r["id"]), r.get("created_at"), r["text"])
+        if include_retweets or not is_retweet(p.text):
+            text = normalize(p.text)
+            if text:
+                out.append(Post(p.id, p.created_at, text))
+    return out
 
 
 def _parse_jsonl(path: Path, lines: list[str]) -> list[Post]:

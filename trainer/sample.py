@@ -108,7 +108,8 @@ def sample(
         raise TrainerError("sampling needs temperature > 0, 0 < top-p <= 1 and top-k >= 0")
     net = net or StepNet(artifact)
     rng = np.random.default_rng(seed)
-    prime = normalize(prime)
+    # a trailing space is meaningful in a prime: the next word starts fresh
+    prime = normalize(prime) + (" " if prime[-1:].isspace() and prime.strip() else "")
     forbidden = [PAD, UNK] + ([] if allow_urls else [artifact.vocab.stoi[URL_SYMBOL]])
     budget = MAX_WEIGHTED_LENGTH - weighted_length(prime)
     if budget <= 0:
@@ -119,7 +120,9 @@ def sample(
         logits, state = net.step(np.array([i], np.int32), state)
     char_weight = _char_weights(artifact.vocab)
     out: list[str] = []
-    while len(out) < n:
+    for _ in range(-(-n // batch_size) * 2):  # bounded: a model that never ends a post yields nothing
+        if len(out) >= n:
+            break
         out += _sample_batch(net, artifact.vocab, min(batch_size, n - len(out)), logits, state, rng,
                              temperature, top_k, top_p, forbidden, char_weight, budget, prime)
     return out[:n]
@@ -148,8 +151,8 @@ def _sample_batch(net, vocab, b, logits0, state0, rng, temperature, top_k, top_p
         if len(rows) == 0:
             break
         logits, state = net.step(ids, state)
-    texts = [prime + vocab.decode(chars[r]) for r in done]
-    return [t for t in texts if t.strip() and weighted_length(t) <= MAX_WEIGHTED_LENGTH]
+    texts = [(prime + vocab.decode(chars[r])).strip() for r in done]
+    return [t for t in texts if len(t) > len(prime.strip()) and weighted_length(t) <= MAX_WEIGHTED_LENGTH]
 
 
 def _char_weights(vocab: Vocab) -> np.ndarray:

@@ -102,6 +102,7 @@ def fit(
         validation_steps=len(val_batches),
         callbacks=callbacks,
         verbose=verbose,
+        shuffle=False,  # data.batches shuffles
     )
     if keeper.best_weights is not None:
         model.set_weights(keeper.best_weights)
@@ -128,11 +129,19 @@ class KeepBest(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.start = time.monotonic()
+        self.lr0 = float(self.model.optimizer.learning_rate)
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.max_seconds is not None and time.monotonic() - self.start > self.max_seconds:
+        if self.max_seconds is None:
+            return
+        used = (time.monotonic() - self.start) / self.max_seconds
+        if used > 1:
             self.out_of_time = True
             self.model.stop_training = True
+        elif used > 0.5 and batch % 10 == 0:
+            # With a known budget, spend its second half lowering the learning rate
+            # linearly to a tenth: a cheap, reliable gain at the end of a short run.
+            self.model.optimizer.learning_rate.assign(self.lr0 * (1 - 1.8 * (used - 0.5)))
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs += 1

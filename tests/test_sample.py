@@ -1,0 +1,91 @@
+"""The batched stateful sampler."""
+import numpy as np
+import pytest
+
+from trainer import model
+from trainer.data import EOS, Vocab
+from trainer.model import Artifact, ModelConfig
+from trainer.sample import StepNet, sample
+from trainer.text import MAX_WEIGHTED_LENGTH, weighted_length
+
+
+def random_artifact(cell, vocab=None, seed=0):
+    cfg = ModelConfig(cell=cell, layers=2, units=24, embedding=8)
+    vocab = vocab or Vocab(list("abcdefgh \ue000中"))
+    keras_model = model.build_model(cfg, len(vocab))
+    rng = np.random.default_rng(seed)
+    weights = [rng.normal(0, 0.5, w.shape).astype(np.float32) for w in keras_model.get_weights()]
+    return Artifact(cfg, vocab, weights), keras_model
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_step_by_step_numpy_matches_keras_on_whole_sequences(cell):
+    art, keras_model = random_artifact(cell)
+    keras_model.set_weights(art.weights)
+    x = np.random.default_rng(1).integers(1, len(art.vocab), (4, 9)).astype(np.int32)
+    expected = np.asarray(keras_model(x))
+    net, state, got = StepNet(art), None, []
+    state = net.initial_state(4)
+    for t in range(x.shape[1]):
+        logits, state = net.step(x[:, t], state)
+        got.append(logits)
+    np.testing.assert_allclose(np.stack(got, axis=1), expected, atol=1e-4)
+
+
+def biased(art, **bias):
+    """The same network with its output bias pushed towards some symbols."""
+    weights = [w.copy() for w in art.weights]
+    for sym, b in bias.items():
+        idx = EOS if sym == "EOS" else art.vocab.stoi[sym]
+        weights[-1][idx] += b
+    return Artifact(art.config, art.vocab, weights)
+
+
+def test_stops_at_end_of_post():
+    art, _ = random_artifact("gru")
+    art = biased(art, a=8.0, EOS=7.0)  # mostly "a", ending soon
+    texts = sample(art, 50, temperature=1.0, top_p=1.0, seed=0)
+    assert len(texts) >= 45
+    assert all(set(t) <= set(art.vocab.chars) for t in texts)
+    assert len({len(t) for t in texts}) > 3  # each post ended on its own, not at a fixed length
+    assert max(len(t) for t in texts) < 80
+
+
+def test_results_keep_within_x_weighted_length():
+    art, _ = random_artifact("lstm")
+    art = biased(art, **{"中": 9.0, "EOS": 3.5})  # CJK weighs 2: at most 140 of them fit
+    texts = sample(art, 100, temperature=1.0, top_p=1.0, seed=3)
+    assert texts, "some posts must end in time"
+    assert all(weighted_length(t) <= MAX_WEIGHTED_LENGTH for t in texts)
+    assert max(len(t) for t in texts) > 100  # long ones are there, up to the limit
+
+
+def test_never_ending_model_yields_nothing_rather_than_overlong_posts():
+    art, _ = random_artifact("gru")
+    art = biased(art, EOS=-50.0)
+    assert sample(art, 10, seed=0) == []
+
+
+def test_prime_starts_every_post_and_urls_are_not_sampled():
+    art, _ = random_artifact("gru")
+    art = biased(art, **{"\ue000": 6.0, "EOS": 2.0})
+    texts = sample(art, 30, prime="abc ", top_p=1.0, temperature=1.0, seed=0)
+    assert texts and all(t.startswith("abc ") for t in texts)
+    assert not any("\ue000" in t for t in texts)
+
+
+def test_top_k_one_is_greedy_and_deterministic():
+    art, _ = random_artifact("gru", seed=5)
+    a = sample(art, 8, top_k=1, top_p=1.0, seed=1)
+    b = sample(art, 8, top_k=1, top_p=1.0, seed=2)
+    assert a == b and len(set(a)) <= 1
+
+
+def test_bad_sampling_settings():
+    from trainer.errors import TrainerError
+
+    art, _ = random_artifact("gru")
+    with pytest.raises(TrainerError):
+        sample(art, 1, temperature=0)
+    with pytest.raises(TrainerError):
+        sample(art, 1, top_p=1.5)

@@ -1,0 +1,102 @@
+"""Real training on real tweets with tiny models: loss falls, fine-tuning helps."""
+import json
+import math
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from trainer import data, model
+from trainer.data import Vocab
+from trainer.errors import TrainerError
+from trainer.evaluate import bits_per_char
+from trainer.model import Artifact, ModelConfig
+from trainer.train import FINETUNE_TRAIN, MIN_FINETUNE_POSTS, TrainConfig, finetune, fit
+
+from tests.trainer_helpers import base_sample, user_file
+
+TINY = ModelConfig(cell="gru", layers=1, units=64, embedding=16)
+
+
+@pytest.fixture(scope="module")
+def tiny_base() -> Artifact:
+    posts = list(base_sample(3000))
+    vocab = Vocab.build(p.text for p in posts)
+    val, train = posts[:300], posts[300:]
+    keras_model = model.build_model(TINY, len(vocab))
+    untrained = Artifact(TINY, vocab, keras_model.get_weights())
+    before = bits_per_char(untrained, val, model=keras_model)
+    cfg = TrainConfig(batch_size=64, learning_rate=1e-2, steps_per_epoch=25, max_epochs=4, patience=2)
+    result = fit(keras_model, data.encode_posts(vocab, train), data.encode_posts(vocab, val), cfg)
+    art = Artifact(TINY, vocab, keras_model.get_weights(), {"kind": "base", "data_fingerprint": "test"})
+    art.meta["before"], art.meta["after"] = before, bits_per_char(art, val)
+    art.meta["fit"] = result
+    return art
+
+
+def test_loss_falls_on_real_tweets(tiny_base):
+    before, after = tiny_base.meta["before"], tiny_base.meta["after"]
+    assert before > math.log2(len(tiny_base.vocab)) - 1  # untrained: close to uniform
+    assert after < before - 2.0  # it learned a lot about English in 100 steps
+    assert tiny_base.meta["fit"]["best_val_loss"] / math.log(2) == pytest.approx(after, abs=0.1)
+
+
+def test_finetuned_beats_base_on_held_out_posts(tiny_base):
+    posts = data.read_posts(user_file("KamalaHarris"))
+    _, heldout = data.chronological_split(posts)
+    tuned = finetune(tiny_base, posts, max_seconds=12, cfg=replace(FINETUNE_TRAIN, learning_rate=3e-3))
+    base_bpc = bits_per_char(tiny_base, heldout)
+    assert tuned.meta["heldout_posts"] == len(heldout)
+    assert tuned.meta["heldout_bits_per_char"] < base_bpc - 0.05
+    assert tuned.meta["train_seconds"] < 40
+
+
+def test_time_budget_is_kept(tiny_base):
+    posts = data.read_posts(user_file("BernieSanders"))
+    tuned = finetune(tiny_base, posts, max_seconds=2, cfg=replace(FINETUNE_TRAIN, batch_size=8))
+    assert tuned.meta["stopped_by"] == "time budget"
+
+
+def test_too_few_posts_to_finetune(tiny_base):
+    posts = data.read_posts(user_file("BernieSanders"))[: MIN_FINETUNE_POSTS - 1]
+    with pytest.raises(TrainerError, match=f"at least {MIN_FINETUNE_POSTS}"):
+        finetune(tiny_base, posts, max_seconds=1)
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "trainer", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_finetune_and_sample_end_to_end(tmp_path, tiny_base):
+    base_path = tmp_path / "base.zip"
+    model.save(tiny_base, base_path)
+    posts = tmp_path / "posts.txt"
+    posts.write_text("\n".join(p.text.replace("\n", " ") for p in data.read_posts(user_file("AndrewYang"))[:400]))
+    r = run_cli("finetune", "--posts", str(posts), "--out", str(tmp_path / "yang.zip"), "--base", str(base_path),
+                "--max-seconds", "3")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["train_posts"] > 300
+    r = run_cli("sample", "--model", str(tmp_path / "yang.zip"), "-n", "5", "--json", "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    texts = [json.loads(line)["text"] for line in r.stdout.splitlines()]
+    assert 1 <= len(texts) <= 5 and all(t.strip() for t in texts)
+
+
+@pytest.mark.parametrize("case", ["missing-posts", "corrupt-model", "too-few", "empty"])
+def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, tiny_base, case):
+    base_path = tmp_path / "base.zip"
+    model.save(tiny_base, base_path)
+    posts = tmp_path / "posts.txt"
+    posts.write_text("only a few\nposts here\n")
+    if case == "missing-posts":
+        posts = tmp_path / "missing.jsonl.gz"
+    elif case == "corrupt-model":
+        base_path.write_bytes(b"PK\x03\x04 broken")
+        posts.write_text("x\n" * 200)
+    elif case == "empty":
+        posts.write_text("")
+    r = run_cli("finetune", "--posts", str(posts), "--out", str(tmp_path / "o.zip"), "--base", str(base_path))
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "o.zip").exists()
