@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from bot.errors import BotError
 from trainer.errors import TrainerError
@@ -72,6 +73,221 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the daemon and its admin commands (bot/daemon.py) ---
+def _settings(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from bot.settings import Settings
+
+    settings = Settings.from_env()
+    if getattr(args, "data_dir", None):
+        settings = replace(settings, data_dir=args.data_dir)
+    return settings
+
+
+def _bot(args: argparse.Namespace):
+    from bot.daemon import Bot
+    from bot.store import Store
+
+    settings = _settings(args)
+    return Bot(settings, Store(settings.data_dir))
+
+
+def _print_json(value: object) -> None:
+    import json
+
+    print(json.dumps(value, ensure_ascii=False, sort_keys=True))
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    """targets add|remove|list."""
+    from bot.store import canonical_handle
+
+    bot = _bot(args)
+    try:
+        store = bot.store
+        if args.action == "list":
+            rows = [_target_row(bot, t) for t in store.targets()]
+            if args.json:
+                _print_json(rows)
+            elif not rows:
+                print("no targets (add one: python -m bot targets add HANDLE)")
+            for r in rows if not args.json else []:
+                model = f"model v{r['model_version']} ({r['heldout_bits_per_char']} bits/char)" if r["model_version"] else "no model"
+                print(f"@{r['handle']:<16} {r['posts']:>6} posts  weight {r['weight']:<4g} {model}")
+            return 0
+        name = canonical_handle(args.handle)
+        if args.action == "remove":
+            if not store.remove_target(name):
+                raise BotError(f"@{name} is not a target")
+            print(f"removed @{name} (its posts and model stay stored)")
+            return 0
+        # add
+        if args.weight <= 0:
+            raise BotError("--weight must be above 0")
+        if args.import_file:
+            from bot.ingest import import_posts
+
+            store.add_target(name, weight=args.weight)
+            new, total = import_posts(store, name, args.import_file)
+            print(f"added @{name} with {new} imported posts ({total} stored)")
+            return 0
+        if bot.client is None:
+            raise BotError("no X credentials to look the handle up: set them (see config/.env.example), "
+                           f"or pass --import FILE with @{name}'s posts")
+        user = bot.client.resolve(name)
+        if user["protected"]:
+            raise BotError(f"@{user['username']} is protected: its posts are not public")
+        store.add_target(user["username"], user["id"], weight=args.weight)
+        print(f"added @{user['username']} (id {user['id']}); download its posts with: python -m bot fetch")
+        return 0
+    finally:
+        bot.store.close()
+
+
+def _target_row(bot, t: dict) -> dict:
+    info = bot.store.model_info(t["handle"]) or {}
+    posted = [e for e in bot.store.bot_posts() if (e.get("target") or "").lower() == t["handle"].lower()]
+    return {
+        "handle": t["handle"], "user_id": t.get("user_id"), "weight": float(t.get("weight") or 1),
+        "posts": bot.store.post_count(t["handle"]), "model_version": info.get("version"),
+        "heldout_bits_per_char": info.get("heldout_bits_per_char"), "trained_at": info.get("trained_at"),
+        "bot_posts": sum(1 for e in posted if e.get("status") == "posted" and e.get("kind", "post") == "post"),
+        "bot_replies": sum(1 for e in posted if e.get("status") == "posted" and e.get("kind") == "reply"),
+    }
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    """Download new posts of every target (or one) now."""
+    bot = _bot(args)
+    try:
+        if bot.client is None:
+            raise BotError("no X credentials: cannot download posts (import an archive instead: python -m bot import HANDLE FILE)")
+        print(bot.refresh(args.handle))
+        return 0
+    finally:
+        bot.store.close()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Fine-tune a target's model now (in a child process)."""
+    from bot.training import train_target
+
+    bot = _bot(args)
+    try:
+        if bot.store.target(args.handle) is None:
+            raise BotError(f"@{args.handle.lstrip('@')} is not a target")
+        r = train_target(bot.store, args.handle, bot.settings, max_seconds=args.max_seconds)
+        if args.json:
+            _print_json(r)
+        else:
+            verdict = "registered" if r["replaced"] else f"not used: worse than the current model ({r['current_bits_per_char']})"
+            print(f"@{r['handle']} model v{r['version']}: held-out {r['heldout_bits_per_char']} bits/char, "
+                  f"{r['train_seconds']} s; {verdict}")
+        return 0
+    finally:
+        bot.store.close()
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Preview candidates with the filter's verdicts (nothing is posted)."""
+    bot = _bot(args)
+    try:
+        selection = bot.generate(args.handle, prime=args.prime, n=args.n, seed=args.seed)
+        verdicts = selection.passed + selection.rejected
+        if args.json:
+            _print_json({"handle": args.handle.lstrip("@"), "passed": len(selection.passed),
+                         "rejected": len(selection.rejected), "candidates": [v.as_json() for v in verdicts]})
+        else:
+            for v in verdicts:
+                mark = "ok  " if v.ok else "NO  "
+                why = "" if v.ok else "  [" + "; ".join(v.reasons) + "]"
+                print(f"{mark}{v.final}{why}")
+            print(f"{len(selection.passed)} passed, {len(selection.rejected)} rejected")
+        return 0
+    finally:
+        bot.store.close()
+
+
+def cmd_post(args: argparse.Namespace) -> int:
+    """Post once now (the next target by rotation, or HANDLE)."""
+    bot = _bot(args)
+    try:
+        bot.reconcile()
+        outcome = bot.post(handle=args.handle, dry_run=args.dry_run)
+        if args.json:
+            _print_json(outcome.as_json())
+        else:
+            print(f"{outcome.status}" + (f" {outcome.api_id}" if outcome.api_id else "")
+                  + (f" as @{outcome.target}" if outcome.target else "")
+                  + (f": {outcome.text}" if outcome.text else "") + (f" ({outcome.reason})" if outcome.reason else ""))
+        return 0 if outcome.status in ("posted", "dry-run") else 3
+    finally:
+        bot.store.close()
+
+
+def cmd_replies(args: argparse.Namespace) -> int:
+    """Read new mentions and answer them once."""
+    bot = _bot(args)
+    try:
+        if not args.once:
+            raise BotError("replies needs --once (the daemon, `run`, answers continuously)")
+        if bot.client is None or not bot.settings.has_credentials:
+            raise BotError("no X credentials: mentions cannot be read")
+        print(bot.answer_mentions(dry_run=args.dry_run) or "no new mentions")
+        return 0
+    finally:
+        bot.store.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Targets, post counts, models, last and next jobs, last errors."""
+    bot = _bot(args)
+    try:
+        store = bot.store
+        statuses: dict[str, int] = {}
+        for e in store.bot_posts():
+            statuses[e.get("status", "?")] = statuses.get(e.get("status", "?"), 0) + 1
+        report = {
+            "mode": "live" if bot.sends else "dry-run",
+            "data_dir": str(bot.settings.data_dir),
+            "targets": [_target_row(bot, t) for t in store.targets()],
+            "bot_posts": statuses,
+            "mentions_handled": len(store.handled_mentions()),
+            "jobs": store.jobs(),
+            "next_slot": store.get_cursor("next_slot"),
+        }
+        if args.json:
+            _print_json(report)
+            return 0
+        print(f"mode: {report['mode']}   state: {report['data_dir']}   next scheduled post: {report['next_slot'] or '-'}")
+        print("targets:")
+        for r in report["targets"]:
+            model = f"model v{r['model_version']}, {r['heldout_bits_per_char']} bits/char" if r["model_version"] else "no model"
+            print(f"  @{r['handle']:<16} {r['posts']:>6} posts  {model}  posted {r['bot_posts']}, replies {r['bot_replies']}")
+        print("bot posts: " + (", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) or "none")
+              + f"; mentions handled: {report['mentions_handled']}")
+        print("jobs:")
+        for name, j in sorted(report["jobs"].items()):
+            state = "ok" if j.get("ok") else ("ERROR " + str(j.get("error")) if j.get("ok") is False else "-")
+            print(f"  {name:<9} last {j.get('last_run', '-')}  next {j.get('next_run', '-')}  {state}")
+        return 0
+    finally:
+        bot.store.close()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the bot until SIGTERM/SIGINT (the sandbox demo with --sandbox)."""
+    from bot.daemon import run
+
+    settings = _settings(args)
+    if not args.sandbox:
+        return run(settings)
+    from bot.demo import run_demo
+
+    return run_demo(settings, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -101,6 +317,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat-days", type=int, default=30,
                    help="reject repeats of what the bot posted in this many days, any target (default 30)")
     p.set_defaults(func=cmd_check)
+
+    def data_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", default=None, type=Path, help="the bot's state directory (default: BOT_DATA_DIR)")
+
+    p = sub.add_parser("targets", help="add, remove or list the accounts the bot imitates")
+    tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    t = tsub.add_parser("add", help="add an account (looked up through the API, or --import FILE)")
+    t.add_argument("handle", metavar="HANDLE")
+    t.add_argument("--import", dest="import_file", metavar="FILE", help="its posts from a tweets.js, CSV or JSON Lines file")
+    t.add_argument("--weight", type=float, default=1.0, help="share of scheduled posts (default 1: plain rotation)")
+    data_dir(t)
+    t.set_defaults(func=cmd_targets)
+    t = tsub.add_parser("remove", help="stop imitating an account (its posts and model stay stored)")
+    t.add_argument("handle", metavar="HANDLE")
+    data_dir(t)
+    t.set_defaults(func=cmd_targets)
+    t = tsub.add_parser("list", help="the targets, their post counts and models")
+    t.add_argument("--json", action="store_true", help="one JSON list (stable keys)")
+    data_dir(t)
+    t.set_defaults(func=cmd_targets)
+
+    p = sub.add_parser("fetch", help="download new posts of every target (or one) now")
+    p.add_argument("handle", nargs="?", metavar="HANDLE")
+    data_dir(p)
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("train", help="fine-tune a target's model now (replaces it only if no worse)")
+    p.add_argument("handle", metavar="HANDLE")
+    p.add_argument("--max-seconds", type=float, default=None, help="budget (default BOT_FINETUNE_MAX_SECONDS)")
+    p.add_argument("--json", action="store_true")
+    data_dir(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="preview candidate posts with the filter's verdicts")
+    p.add_argument("handle", metavar="HANDLE")
+    p.add_argument("-n", type=int, default=16, help="candidates per batch (default 16)")
+    p.add_argument("--prime", default="", help="text to continue from, as a reply does")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="one JSON object (stable keys)")
+    data_dir(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("post", help="post once now (exit 3 when nothing passed the filter)")
+    p.add_argument("handle", nargs="?", metavar="HANDLE", help="as this target (default: the next in rotation)")
+    p.add_argument("--dry-run", action="store_true", help="log the text, send nothing")
+    p.add_argument("--json", action="store_true")
+    data_dir(p)
+    p.set_defaults(func=cmd_post)
+
+    p = sub.add_parser("replies", help="answer new mentions once")
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument("--dry-run", action="store_true", help="log the replies, send nothing (mentions count as handled)")
+    data_dir(p)
+    p.set_defaults(func=cmd_replies)
+
+    p = sub.add_parser("status", help="targets, models, post counts, last and next jobs, last errors")
+    p.add_argument("--json", action="store_true", help="one JSON object (stable keys)")
+    data_dir(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("run", help="run the bot until SIGTERM/Ctrl-C (--sandbox: the built-in demo)")
+    p.add_argument("--sandbox", action="store_true", help="start the local X API sandbox and run against it")
+    p.add_argument("--port", type=int, default=0, help="sandbox port with --sandbox (default: any free port)")
+    data_dir(p)
+    p.set_defaults(func=cmd_run)
     return parser
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from bot.errors import BotError
+from trainer.model import DEFAULT_BASE
 
 DEFAULT_API_BASE_URL = "https://api.twitter.com"
 CREDENTIAL_VARS = (
@@ -50,6 +51,47 @@ class Settings:
     backoff_max: float = 60.0  # seconds: cap of one backoff wait
     rate_limit_max_wait: float = 900.0  # seconds: wait for a 429's reset at most this long
     include_replies: bool = False  # keep a target's replies to other accounts
+
+    # --- models (bot/training.py) ---
+    base_model: Path = DEFAULT_BASE  # the base model every fine-tune starts from
+    finetune_max_seconds: float = 90.0  # wall-clock budget of one fine-tune
+    retrain_new_posts: int = 50  # fine-tune again once this many new posts arrived
+
+    # --- schedule (bot/daemon.py; every interval in seconds) ---
+    refresh_interval: float = 6 * 3600.0  # download every target's new posts
+    train_interval: float = 600.0  # look for a target whose model is missing or stale
+    post_interval: float = 8 * 3600.0  # one scheduled post every this long...
+    post_jitter: float = 1800.0  # ...give or take up to this much
+    post_cron: str | None = None  # or a crontab line ("0 9,13,18 * * *"): replaces the interval
+    first_post_delay: float | None = None  # first slot after start; None: one post_interval
+    quiet_hours: tuple[int, int] | None = None  # (start, end) hours: no scheduled posts then
+    timezone: str = "UTC"  # of quiet hours and of the cron line
+    mentions_interval: float = 120.0  # poll the bot's mentions
+
+    # --- replies (bot/replies.py) ---
+    reply_budget: int = 3  # replies to one account per hour at most
+    reply_max_depth: int = 3  # no reply once the bot replied this often in one conversation
+    reply_backlog: float = 3600.0  # mentions older than this (after downtime) get no reply
+    blocklist: frozenset[str] = frozenset()  # lowercase handles never answered
+    default_target: str | None = None  # imitated when a mention names no target
+
+    # --- composing (bot/compose.py + the filter) ---
+    candidates: int = 64  # candidates sampled per batch
+    max_batches: int = 3  # batches tried before a slot is skipped
+    temperature: float = 0.8
+    top_p: float = 0.95
+    min_words: int = 4
+    repeat_days: int = 30  # never repeat what the bot posted in this many days
+    mentions_mode: str = "defuse"  # @mentions in generated text: "defuse" or "reject"
+    banned_words_file: Path | None = None  # None: config/banned_words.txt
+
+    # --- modes ---
+    dry_run: bool = False  # log what would be posted, send nothing (always so without credentials)
+
+    @property
+    def sends(self) -> bool:
+        """True when posts and replies really go out (credentials and not a dry run)."""
+        return self.has_credentials and not self.dry_run
 
     @property
     def has_credentials(self) -> bool:
@@ -85,6 +127,32 @@ class Settings:
             backoff_max=r.number("BOT_BACKOFF_MAX", 60.0, low=0, high=3600),
             rate_limit_max_wait=r.number("BOT_RATE_LIMIT_MAX_WAIT", 900.0, low=0, high=86400),
             include_replies=r.boolean("BOT_INCLUDE_REPLIES", False),
+            base_model=r.path("BOT_BASE_MODEL", DEFAULT_BASE),
+            finetune_max_seconds=r.number("BOT_FINETUNE_MAX_SECONDS", 90.0, low=1, high=86400),
+            retrain_new_posts=r.integer("BOT_RETRAIN_NEW_POSTS", 50, low=1, high=10**6),
+            refresh_interval=r.number("BOT_REFRESH_INTERVAL", 6 * 3600.0, low=1, high=30 * 86400),
+            train_interval=r.number("BOT_TRAIN_INTERVAL", 600.0, low=1, high=30 * 86400),
+            post_interval=r.number("BOT_POST_INTERVAL", 8 * 3600.0, low=1, high=30 * 86400),
+            post_jitter=r.number("BOT_POST_JITTER", 1800.0, low=0, high=86400),
+            post_cron=r.cron("BOT_POST_CRON"),
+            first_post_delay=r.optional_number("BOT_FIRST_POST_DELAY", low=0, high=30 * 86400),
+            quiet_hours=r.hours("BOT_QUIET_HOURS"),
+            timezone=r.timezone("BOT_TIMEZONE", "UTC"),
+            mentions_interval=r.number("BOT_MENTIONS_INTERVAL", 120.0, low=1, high=86400),
+            reply_budget=r.integer("BOT_REPLY_BUDGET", 3, low=0, high=1000),
+            reply_max_depth=r.integer("BOT_REPLY_MAX_DEPTH", 3, low=0, high=1000),
+            reply_backlog=r.number("BOT_REPLY_BACKLOG", 3600.0, low=0, high=30 * 86400),
+            blocklist=r.handles("BOT_BLOCKLIST"),
+            default_target=r.handle("BOT_DEFAULT_TARGET"),
+            candidates=r.integer("BOT_CANDIDATES", 64, low=1, high=4096),
+            max_batches=r.integer("BOT_MAX_BATCHES", 3, low=1, high=100),
+            temperature=r.number("BOT_TEMPERATURE", 0.8, low=0.05, high=5),
+            top_p=r.number("BOT_TOP_P", 0.95, low=0.01, high=1),
+            min_words=r.integer("BOT_MIN_WORDS", 4, low=1, high=50),
+            repeat_days=r.integer("BOT_REPEAT_DAYS", 30, low=0, high=3650),
+            mentions_mode=r.choice("BOT_MENTIONS", "defuse", ("defuse", "reject")),
+            banned_words_file=r.path("BOT_BANNED_WORDS_FILE", None),
+            dry_run=r.boolean("BOT_DRY_RUN", False),
         )
         _check_credentials(r)
         return settings
@@ -123,9 +191,69 @@ class _Reader:
             raise BotError(f"{name} must be an http(s) URL such as http://127.0.0.1:8080, not {value!r}")
         return value.rstrip("/")
 
-    def path(self, name: str, default: Path) -> Path:
+    def path(self, name: str, default: Path | None) -> Path | None:
         value = self._raw(name)
         return Path(value).expanduser() if value else default
+
+    def optional_number(self, name: str, *, low: float, high: float) -> float | None:
+        return None if self._raw(name) is None else self.number(name, 0.0, low=low, high=high)
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = (self._raw(name) or default).lower()
+        if value not in choices:
+            raise BotError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+        return value
+
+    def handle(self, name: str) -> str | None:
+        value = self._raw(name)
+        if value is None:
+            return None
+        cleaned = value.lstrip("@")
+        if not re.fullmatch(r"[A-Za-z0-9_]{1,15}", cleaned):
+            raise BotError(f"{name} must be an X handle, not {value!r}")
+        return cleaned
+
+    def handles(self, name: str) -> frozenset[str]:
+        value = self._raw(name) or ""
+        out = set()
+        for part in re.split(r"[,\s]+", value):
+            if part:
+                cleaned = part.lstrip("@")
+                if not re.fullmatch(r"[A-Za-z0-9_]{1,15}", cleaned):
+                    raise BotError(f"{name} must list X handles separated by commas, not {part!r}")
+                out.add(cleaned.lower())
+        return frozenset(out)
+
+    def hours(self, name: str) -> tuple[int, int] | None:
+        value = self._raw(name)
+        if value is None:
+            return None
+        match = re.fullmatch(r"(\d{1,2})\s*-\s*(\d{1,2})", value)
+        if not match or int(match[1]) > 23 or int(match[2]) > 23 or match[1] == match[2]:
+            raise BotError(f"{name} must be two different hours 0-23 like 23-7 (no posts from 23:00 to 07:00), not {value!r}")
+        return int(match[1]), int(match[2])
+
+    def timezone(self, name: str, default: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        value = self._raw(name) or default
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise BotError(f"{name} must be a time zone such as Europe/Berlin or UTC, not {value!r}") from None
+        return value
+
+    def cron(self, name: str) -> str | None:
+        value = self._raw(name)
+        if value is None:
+            return None
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise BotError(f"{name} must be a crontab line such as '0 9,13,18 * * *', not {value!r} ({exc})") from None
+        return value
 
     def number(self, name: str, default: float, *, low: float, high: float) -> float:
         value = self._raw(name)

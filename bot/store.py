@@ -8,6 +8,9 @@ One place for every key layout. Tables (each a sqlitedict key -> JSON value):
   bot_posts       time-ordered key -> {"key", "text", "target", "scores", "api_id",
                                        "posted_at", "status", "recorded_at", ...}
   models          lowercase handle -> {"handle", "registered_at", "path", "version", ...}
+  mentions        mention id -> {"status" ("replied"|"skipped"), "reason", "author_id",
+                                 "conversation_id", "target", "reply_key", "handled_at"}
+  jobs            job name -> {"last_run", "ok", "summary", "error", "next_run", ...}
 
 Crash safety: every change is committed before the method returns, in one SQLite
 transaction (WAL journal, synchronous=FULL), so a process killed at any instant (kill -9)
@@ -83,6 +86,8 @@ class Store:
             self._cursors = self._table("cursors")
             self._bot_posts = self._table("bot_posts")
             self._models = self._table("models")
+            self._mentions = self._table("mentions")
+            self._jobs = self._table("jobs")
             self._check_schema()
         except BotError:
             self.close()
@@ -234,6 +239,39 @@ class Store:
         if since.tzinfo is None:
             since = since.replace(tzinfo=timezone.utc)
         return [e for e in entries if _parse_time(e.get("posted_at") or e["recorded_at"]) >= since]
+
+    def pending_bot_posts(self) -> list[dict]:
+        """Posts recorded as about to be sent ("intent") whose fate is unknown: after a
+        crash they may or may not have landed (the daemon reconciles them at start)."""
+        return [e for e in self.bot_posts() if e.get("status") == "intent"]
+
+    # --- mentions handled -------------------------------------------------------------------
+    def mark_mention(self, mention_id: str, status: str, **fields: Any) -> None:
+        """Record that a mention was handled (replied to or skipped), so it never is again."""
+        entry = {**fields, "status": status, "handled_at": _now()}
+        with self._lock:
+            self._write(self._mentions, {str(mention_id): entry})
+
+    def mention(self, mention_id: str) -> dict | None:
+        with self._lock:
+            entry = self._mentions.get(str(mention_id))
+            return dict(entry) if entry else None
+
+    def handled_mentions(self) -> set[str]:
+        with self._lock:
+            return set(self._mentions.keys())
+
+    # --- job log (for `status`) -------------------------------------------------------------
+    def record_job(self, name: str, **fields: Any) -> None:
+        """Merge fields into a job's entry (last_run, ok, summary, error, next_run...)."""
+        with self._lock:
+            entry = dict(self._jobs.get(name) or {})
+            entry.update(fields)
+            self._write(self._jobs, {name: entry})
+
+    def jobs(self) -> dict[str, dict]:
+        with self._lock:
+            return {k: dict(v) for k, v in self._jobs.items()}
 
     # --- models -----------------------------------------------------------------------------
     def register_model(self, handle: str, info: dict) -> None:

@@ -27,7 +27,7 @@ def tiny_base() -> Artifact:
     keras_model = model.build_model(TINY, len(vocab))
     untrained = Artifact(TINY, vocab, keras_model.get_weights())
     before = bits_per_char(untrained, val, model=keras_model)
-    cfg = TrainConfig(batch_size=64, learning_rate=1e-2, steps_per_epoch=25, max_epochs=4, patience=2)
+    cfg = TrainConfig(batch_size=64, learning_rate=1e-2, steps_per_epoch=40, max_epochs=3, patience=2)
     result = fit(keras_model, data.encode_posts(vocab, train), data.encode_posts(vocab, val), cfg)
     art = Artifact(TINY, vocab, keras_model.get_weights(), {"kind": "base", "data_fingerprint": "test"})
     art.meta["before"], art.meta["after"] = before, bits_per_char(art, val)
@@ -45,11 +45,12 @@ def test_loss_falls_on_real_tweets(tiny_base):
 def test_finetuned_beats_base_on_held_out_posts(tiny_base):
     posts = data.read_posts(user_file("KamalaHarris"))
     _, heldout = data.chronological_split(posts)
-    tuned = finetune(tiny_base, posts, max_seconds=12, cfg=replace(FINETUNE_TRAIN, learning_rate=3e-3))
+    # a fixed amount of work (not a time budget) so the test means the same on any machine
+    cfg = replace(FINETUNE_TRAIN, learning_rate=5e-3, batch_size=64, steps_per_epoch=20, max_epochs=3)
+    tuned = finetune(tiny_base, posts, max_seconds=None, cfg=cfg)
     base_bpc = bits_per_char(tiny_base, heldout)
     assert tuned.meta["heldout_posts"] == len(heldout)
-    assert tuned.meta["heldout_bits_per_char"] < base_bpc - 0.05
-    assert tuned.meta["train_seconds"] < 40
+    assert tuned.meta["heldout_bits_per_char"] < base_bpc - 0.1
 
 
 def test_time_budget_is_kept(tiny_base):

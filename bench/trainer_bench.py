@@ -1,0 +1,145 @@
+"""Trainer benchmark: fine-tuning time and held-out bits/char per account, sampling
+and training throughput.
+
+    .venv/bin/python bench/trainer_bench.py [--base trainer/models/base.zip] [--accounts A B ...]
+        [--max-seconds 90] [--skip-eval] [--skip-sampling] [--skip-cli]
+
+Prints a Markdown table for BENCHMARKS.md and the command that produced it.
+Reads the accounts from ../shared/data/users (not shipped with the product).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from trainer import data  # noqa: E402
+from trainer.model import DEFAULT_BASE, load  # noqa: E402
+
+USERS = REPO.parent / "shared" / "data" / "users"
+# Interpolated Kneser-Ney character 7-gram anchors from the issue (bits/char, newest 10%).
+KN7 = {"AndrewYang": 1.81, "KamalaHarris": 1.55, "BernieSanders": 1.65, "elonmusk": 2.08, "realDonaldTrump": 1.97}
+
+
+def eval_accounts(base: Path, accounts: list[str], max_seconds: float) -> list[dict]:
+    rows = []
+    for acct in accounts:
+        cmd = [sys.executable, "-m", "trainer", "evaluate", "--posts", str(USERS / f"{acct}.jsonl.gz"),
+               "--base", str(base), "--max-seconds", str(max_seconds), "--json"]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True).stdout
+        row = json.loads(out.strip().splitlines()[-1]) | {"account": acct}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def time_cli_finetune(base: Path, account: str, max_seconds: float) -> float:
+    """End to end, as a user runs it: process start, TensorFlow import, reading the
+    posts, training, held-out evaluation, writing the artifact."""
+    out = REPO / "runs" / f"bench-{account}.zip"
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "trainer", "finetune", "--posts", str(USERS / f"{account}.jsonl.gz"),
+                    "--base", str(base), "--out", str(out), "--max-seconds", str(max_seconds)],
+                   capture_output=True, text=True, cwd=REPO, check=True)
+    return time.monotonic() - t0
+
+
+def reference_sampler_posts_per_s(artifact, n_posts: int = 3, top_n: int = 3) -> float:
+    """The reference design's sampler: one candidate at a time, the whole prefix run
+    through the Keras model again for every new character, top-n sampling."""
+    import numpy as np
+
+    from trainer.model import to_keras
+
+    model = to_keras(artifact)
+    rng = np.random.default_rng(0)
+    t0 = time.monotonic()
+    for _ in range(n_posts):
+        ids = [data.EOS]
+        for _ in range(280):
+            probs = np.asarray(model(np.array([ids], np.int32), training=False))[0, -1]
+            top = np.argsort(-probs)[:top_n]
+            p = np.exp(probs[top] - probs[top].max())
+            nxt = int(rng.choice(top, p=p / p.sum()))
+            if nxt == data.EOS:
+                break
+            ids.append(nxt)
+    return n_posts / (time.monotonic() - t0)
+
+
+def sampling(artifact) -> dict:
+    from trainer.sample import StepNet, sample
+
+    net = StepNet(artifact)
+    sample(artifact, 16, net=net, seed=0)  # warm up
+    res = {}
+    for batch, n in ((1, 20), (256, 1024)):
+        t0 = time.monotonic()
+        got = sample(artifact, n, batch_size=batch, net=net, seed=1)
+        res[f"batch{batch}_posts_per_s"] = round(len(got) / (time.monotonic() - t0), 1)
+    res["reference_posts_per_s"] = round(reference_sampler_posts_per_s(artifact), 2)
+    res["ratio_batch256_vs_reference"] = round(res["batch256_posts_per_s"] / res["reference_posts_per_s"])
+    return res
+
+
+def training_throughput(artifact, account: str = "AndrewYang", steps: int = 30) -> float:
+    """Characters a second through fine-tuning steps (batch 32) on real posts."""
+    import keras
+
+    from trainer.model import to_keras
+    from trainer.train import FINETUNE_TRAIN
+
+    model = to_keras(artifact)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    enc = data.encode_posts(artifact.vocab, data.read_posts(USERS / f"{account}.jsonl.gz"))
+    batches = list(data.batches(enc, FINETUNE_TRAIN.batch_size))
+    for x, y, w in batches[:5]:  # warm up the shapes
+        model.train_on_batch(x, y, sample_weight=w)
+    chars, t0 = 0, time.monotonic()
+    for x, y, w in batches[5 : 5 + steps]:
+        model.train_on_batch(x, y, sample_weight=w)
+        chars += int((w > 0).sum())
+    return chars / (time.monotonic() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--base", type=Path, default=DEFAULT_BASE)
+    ap.add_argument("--accounts", nargs="*", default=sorted(p.name.split(".")[0] for p in USERS.glob("*.jsonl.gz")))
+    ap.add_argument("--max-seconds", type=float, default=90)
+    ap.add_argument("--skip-eval", action="store_true")
+    ap.add_argument("--skip-sampling", action="store_true")
+    ap.add_argument("--skip-cli", action="store_true")
+    args = ap.parse_args()
+    artifact = load(args.base)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; "
+          f"base model: {artifact.config} val {artifact.meta.get('val_bits_per_char')} bits/char")
+    if not args.skip_cli:
+        secs = time_cli_finetune(args.base, "AndrewYang", args.max_seconds)
+        print(f"\nEnd-to-end `python -m trainer finetune` on AndrewYang: {secs:.0f} s wall clock")
+    if not args.skip_sampling:
+        print("\nSampling:", json.dumps(sampling(artifact)))
+        print(f"Training throughput (fine-tuning, batch 32): {training_throughput(artifact):.0f} chars/s")
+    if not args.skip_eval:
+        rows = eval_accounts(args.base, args.accounts, args.max_seconds)
+        print("\n| account | posts | held-out | fine-tune s | base | scratch | fine-tuned | KN 7-gram |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['account']} | {r['posts']} | {r['heldout_posts']} | {r['finetune_seconds']:.0f} "
+                  f"| {r['base_bits_per_char']:.3f} | {r['scratch_bits_per_char']:.3f} "
+                  f"| {r['finetuned_bits_per_char']:.3f} | {KN7.get(r['account'], float('nan')):.2f} |")
+    print("\ncommand:", " ".join([Path(sys.executable).name, *sys.argv]))
+
+
+if __name__ == "__main__":
+    main()

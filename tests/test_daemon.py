@@ -1,0 +1,145 @@
+"""The daemon as users run it: `python -m bot run` in a subprocess, against the sandbox
+over real HTTP, with its state in a real SQLite file; killed with SIGTERM and kill -9."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from bot.sandbox import BOT_USERNAME
+from bot.store import Store
+from bot.training import MIN_POSTS
+from tests.bot_helpers import bot_env, kill9, register_model, start_bot, tiny_base_path, wait_for  # noqa: F401
+
+TARGET = "realDonaldTrump"
+
+
+@pytest.fixture
+def env(sandbox, tmp_path, tiny_base_path, monkeypatch):
+    """The bot's environment, also applied to this process (for in-process CLI calls)."""
+    values = bot_env(sandbox.settings(), tmp_path / "data", tiny_base_path)
+    for key in [k for k in os.environ if k.startswith(("TWITTER_", "BOT_"))]:
+        monkeypatch.delenv(key)
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    return values
+
+
+def own_posts(sandbox):
+    posts = sandbox.posts_by(BOT_USERNAME)
+    return [p for p in posts if p["in_reply_to_id"] is None], [p for p in posts if p["in_reply_to_id"]]
+
+
+def stop(proc, timeout: float = 10.0) -> float:
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout) == 0
+    return time.monotonic() - t0
+
+
+def test_min_posts_matches_the_trainer():
+    from trainer.train import MIN_FINETUNE_POSTS
+
+    assert MIN_POSTS == MIN_FINETUNE_POSTS
+
+
+def test_end_to_end_add_fetch_finetune_post_reply(sandbox, env, tmp_path):
+    assert main(["targets", "add", TARGET]) == 0
+    assert main(["fetch"]) == 0
+    with Store(tmp_path / "data") as store:
+        assert store.post_count(TARGET) > 1000
+
+    log = tmp_path / "bot.log"
+    proc = start_bot({**env, "BOT_FIRST_POST_DELAY": "0", "BOT_POST_INTERVAL": "3600"}, tmp_path, log)
+    try:
+        with Store(tmp_path / "data") as store:
+            info = wait_for("a fine-tuned model", lambda: store.model_info(TARGET), 120, proc, log)
+        assert info["version"] == 1 and info["heldout_bits_per_char"] > 0
+        assert Path(info["path"]).is_file()
+        posts = wait_for("a scheduled post in the sandbox", lambda: own_posts(sandbox)[0], 60, proc, log)
+        assert len(posts) == 1 and len(posts[0]["text"].split()) >= 4
+
+        m = sandbox.add_mention(f"what does @{TARGET} think about the economy?")
+        replies = wait_for("a reply", lambda: own_posts(sandbox)[1], 60, proc, log)
+        assert replies[0]["in_reply_to_id"] == m["id"]
+        assert replies[0]["conversation_id"] == m["conversation_id"]  # threaded under the mention
+        assert replies[0]["text"].startswith("@sandbox_fan ")  # X names the account replied to
+        time.sleep(2.5)  # more mention polls: still one reply
+        assert len(own_posts(sandbox)[1]) == 1
+        assert stop(proc) < 10
+    finally:
+        if proc.poll() is None:
+            kill9(proc)
+    with Store(tmp_path / "data") as store:
+        kinds = sorted((e["kind"], e["status"]) for e in store.bot_posts())
+        assert kinds == [("post", "posted"), ("reply", "posted")]
+        assert store.mention(m["id"])["status"] == "replied"
+        assert store.jobs()["train"]["ok"] is True
+
+
+def test_kill_9_mid_post_and_mid_reply_never_duplicates(sandbox, env, tmp_path, tiny_base_path):
+    assert main(["targets", "add", TARGET]) == 0
+    assert main(["fetch"]) == 0
+    with Store(tmp_path / "data") as store:
+        register_model(store, TARGET, tiny_base_path)
+    env = {**env, "BOT_FIRST_POST_DELAY": "0", "BOT_POST_INTERVAL": "3600", "BOT_REQUEST_TIMEOUT": "60"}
+    log = tmp_path / "bot.log"
+
+    # 1. X creates the post but its answer is held back; the bot is killed while waiting.
+    sandbox.inject("slow", method="POST", path="/2/tweets", delay=30)
+    proc = start_bot(env, tmp_path, log)
+    wait_for("the post to land", lambda: own_posts(sandbox)[0], 60, proc, log)
+    kill9(proc)
+    with Store(tmp_path / "data") as store:
+        assert [e["status"] for e in store.bot_posts()] == ["intent"]  # sent, fate unknown to the bot
+
+    # 2. Restart: the slot is reconciled (not posted again); then a reply is cut the same way.
+    m = sandbox.add_mention(f"@{TARGET} what about jobs?")
+    sandbox.inject("slow", method="POST", path="/2/tweets", delay=30)
+    proc = start_bot(env, tmp_path, log)
+    wait_for("the reply to land", lambda: own_posts(sandbox)[1], 60, proc, log)
+    kill9(proc)
+
+    # 3. Restart again: the reply is reconciled, nothing is repeated; SIGTERM exits 0 promptly.
+    before = sandbox.count_requests("GET", f"/2/users/")
+    proc = start_bot(env, tmp_path, log)
+    try:
+        wait_for("a few mention polls", lambda: sandbox.count_requests("GET", "/2/users/") > before + 4, 30, proc, log)
+        assert stop(proc) < 10
+    finally:
+        if proc.poll() is None:
+            kill9(proc)
+    posts, replies = own_posts(sandbox)
+    assert len(posts) == 1 and len(replies) == 1
+    assert replies[0]["in_reply_to_id"] == m["id"]
+    assert sandbox.count_requests("POST", "/2/tweets") == 2
+    with Store(tmp_path / "data") as store:
+        entries = store.bot_posts()
+        assert [(e["kind"], e["status"], e.get("reconciled")) for e in entries] == [
+            ("post", "posted", True), ("reply", "posted", True)]
+        assert entries[0]["api_id"] == posts[0]["id"] and entries[1]["api_id"] == replies[0]["id"]
+    assert "reconciled 1 interrupted post" in log.read_text()
+
+
+def test_sigterm_during_a_finetune_exits_0_promptly_and_keeps_no_half_model(sandbox, env, tmp_path):
+    assert main(["targets", "add", TARGET]) == 0
+    assert main(["fetch"]) == 0
+    log = tmp_path / "bot.log"
+    proc = start_bot({**env, "BOT_FINETUNE_MAX_SECONDS": "120"}, tmp_path, log)
+    try:
+        wait_for("the fine-tune to start", lambda: "fine-tuning @realDonaldTrump" in log.read_text(), 30, proc, log)
+        time.sleep(1.0)
+        assert stop(proc) < 10
+        with pytest.raises(ProcessLookupError):  # the fine-tune child went with it
+            os.killpg(proc.pid, 0)
+    finally:
+        if proc.poll() is None:
+            kill9(proc)
+    with Store(tmp_path / "data") as store:
+        assert store.model_info(TARGET) is None
+    assert not list((tmp_path / "data" / "models").rglob("*.zip"))
