@@ -52,18 +52,21 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     from bot.content import DEFAULT_BANNED_WORDS_FILE, checks_from_store
     from bot.originality import index_from_store, judge
+    from bot.settings import Settings
     from bot.store import Store
     from trainer.text import normalize
 
-    if args.data_dir is None:
-        from bot.settings import Settings
+    s = Settings.from_env()  # flags not given: the same settings as the daemon's
 
-        args.data_dir = Settings.from_env().data_dir
-    with Store(args.data_dir) as store:
+    def pick(flag, setting):
+        return setting if flag is None else flag
+
+    with Store(pick(args.data_dir, s.data_dir)) as store:
         index = index_from_store(store, args.handle)
         checks = checks_from_store(
-            store, now=datetime.now(timezone.utc), repeat_days=args.repeat_days, mentions=args.mentions,
-            min_words=args.min_words, banned_words_file=args.banned_words or DEFAULT_BANNED_WORDS_FILE,
+            store, now=datetime.now(timezone.utc), repeat_days=pick(args.repeat_days, s.repeat_days),
+            mentions=pick(args.mentions, s.mentions_mode), min_words=pick(args.min_words, s.min_words),
+            banned_words_file=pick(args.banned_words, s.banned_words_file) or DEFAULT_BANNED_WORDS_FILE,
         )
     lines = (line.rstrip("\r\n") for line in sys.stdin)
     while batch := list(itertools.islice(lines, 256)):
@@ -128,8 +131,8 @@ def cmd_targets(args: argparse.Namespace) -> int:
         if args.import_file:
             from bot.ingest import import_posts
 
+            new, total = import_posts(store, name, args.import_file)  # first: a bad file adds nothing
             store.add_target(name, weight=args.weight)
-            new, total = import_posts(store, name, args.import_file)
             print(f"added @{name} with {new} imported posts ({total} stored)")
             return 0
         if bot.client is None:
@@ -309,13 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="judge candidate posts (stdin, one a line) against an account's posts")
     p.add_argument("handle", metavar="HANDLE", help="the account imitated (its posts must be stored)")
     p.add_argument("--data-dir", default=None, help="the bot's state directory (default: BOT_DATA_DIR)")
-    p.add_argument("--banned-words", default=None, metavar="FILE",
-                   help="words and phrases never to post, one a line (default: config/banned_words.txt)")
-    p.add_argument("--mentions", choices=("defuse", "reject"), default="defuse",
-                   help="@mentions: defuse them so nobody is pinged (default) or reject the candidate")
-    p.add_argument("--min-words", type=int, default=4, help="shortest candidate, in words (default 4)")
-    p.add_argument("--repeat-days", type=int, default=30,
-                   help="reject repeats of what the bot posted in this many days, any target (default 30)")
+    p.add_argument("--banned-words", default=None, metavar="FILE", help="words and phrases never to post, one "
+                   "a line (default: BOT_BANNED_WORDS_FILE, else config/banned_words.txt)")
+    p.add_argument("--mentions", choices=("defuse", "reject"), default=None,
+                   help="@mentions: defuse them so nobody is pinged, or reject the candidate (default: BOT_MENTIONS)")
+    p.add_argument("--min-words", type=int, default=None, help="shortest candidate in words (default: BOT_MIN_WORDS)")
+    p.add_argument("--repeat-days", type=int, default=None, help="reject repeats of what the bot posted in this "
+                   "many days, any target (default: BOT_REPEAT_DAYS)")
     p.set_defaults(func=cmd_check)
 
     def data_dir(p: argparse.ArgumentParser) -> None:

@@ -30,6 +30,8 @@ DEFAULT_REPEAT_DAYS = 30
 _LIVE_MENTION_RE = re.compile(r"[@\uff20](?=[A-Za-z0-9_])")
 _MENTION_NAME_RE = re.compile(r"[@\uff20]([A-Za-z0-9_]{1,20})")
 DEFUSER = "\u200b"
+_URL_HINTS = ("://", "www.", "t.co/", "pic.twitter.com")  # raw URLs, should one get here
+_WORD_RE = re.compile(r"[^\W_]+")  # words of the visible text, handles included
 # what the sampler writes for the model's unknown symbol, and private-use characters
 # other than URL_SYMBOL (placeholders of other tools)
 _PLACEHOLDER_RE = re.compile("[\ufffd\ue001-\uf8ff\U000f0000-\U0010fffd]")
@@ -47,8 +49,6 @@ def _weighted_length(text: str, raw_url: bool) -> int:
         if _LIGHT_ONLY_RE.fullmatch(rest):
             return len(rest) + URL_WEIGHT * (len(text) - len(rest))
     return weighted_length(text)
-_URL_HINTS = ("://", "www.", "t.co/", "pic.twitter.com")  # raw URLs, should one get here
-_WORD_RE = re.compile(r"[^\W_]+")  # words of the visible text, handles included
 
 
 def read_banned_words(path: str | Path) -> list[str]:
@@ -145,8 +145,8 @@ class ContentChecks:
         if not text.strip():
             return text, ["empty: no text"]
         lowered = text.lower()
-        has_url = URL_SYMBOL in text or any(h in lowered for h in _URL_HINTS)
-        if has_url:
+        raw_url = any(h in lowered for h in _URL_HINTS)
+        if raw_url or URL_SYMBOL in text:
             reasons.append("url: a URL or URL placeholder is left (the bot posts no links)")
         if not text.isascii() and _PLACEHOLDER_RE.search(text):
             reasons.append("placeholder: an unknown-character symbol is left")
@@ -162,7 +162,7 @@ class ContentChecks:
         words = len(canonical_tokens(text))
         if words < self.min_words:
             reasons.append(f"too-short: {words} word{'' if words == 1 else 's'} (minimum {self.min_words})")
-        length = _weighted_length(text, raw_url=has_url and URL_SYMBOL not in text)
+        length = _weighted_length(text, raw_url)
         if length > MAX_WEIGHTED_LENGTH:
             reasons.append(f"too-long: weighted length {length} (maximum {MAX_WEIGHTED_LENGTH})")
         return text, reasons

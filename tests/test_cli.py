@@ -87,7 +87,7 @@ def test_generate_json_and_status_json(ready, capsys):
     assert main(["generate", TARGET, "-n", "8", "--seed", "1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"handle", "passed", "rejected", "candidates"}
-    assert out["passed"] + out["rejected"] == len(out["candidates"]) >= 8
+    assert out["passed"] + out["rejected"] == len(out["candidates"]) >= 1
     for c in out["candidates"]:
         assert set(c) == {"text", "ok", "reasons", "final", "novelty", "resembles"}
         assert c["ok"] == (not c["reasons"])

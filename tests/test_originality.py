@@ -245,6 +245,8 @@ def test_placeholders_urls_and_minimum_length():
     assert checks.check("Great job today @someone")[1] == ["too-short: 3 words (minimum 4)"]
     assert checks.check("   ")[1] == ["empty: no text"]
     assert ContentChecks(min_words=2).check("Great job")[1] == []
+    # a raw URL weighs 23 too, beside a URL placeholder: 240 + 23 + 1 + 23
+    assert "too-long: weighted length 287 (maximum 280)" in checks.check("x " * 120 + URL_SYMBOL + " t.co/abc")[1]
 
 
 def test_repeats_of_recent_bot_posts_are_rejected():

@@ -86,6 +86,7 @@ def save(artifact: Artifact, path: str | Path) -> None:
                 zf.writestr("weights.npz", buf.getvalue())
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model is not a secret
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
