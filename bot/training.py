@@ -27,18 +27,16 @@ from pathlib import Path
 from bot.errors import BotError
 from bot.settings import Settings
 from bot.store import Store
+from trainer.data import MIN_FINETUNE_POSTS
 
 log = logging.getLogger(__name__)
 
-# trainer.train.MIN_FINETUNE_POSTS (not imported: that module imports TensorFlow);
-# tests check the two agree.
-MIN_POSTS = 100
 
 
 def needs_training(store: Store, handle: str, settings: Settings) -> str | None:
     """Why `handle` should be fine-tuned now ("no model", "N new posts"), or None."""
     count = store.post_count(handle)
-    if count < MIN_POSTS:
+    if count < MIN_FINETUNE_POSTS:
         return None
     tried = store.get_cursor(f"trained_on:{handle.lower()}")
     info = store.model_info(handle)

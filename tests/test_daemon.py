@@ -12,7 +12,6 @@ import pytest
 from bot.cli import main
 from bot.sandbox import BOT_USERNAME
 from bot.store import Store
-from bot.training import MIN_POSTS
 from tests.bot_helpers import bot_env, kill9, register_model, start_bot, tiny_base_path, wait_for  # noqa: F401
 
 TARGET = "realDonaldTrump"
@@ -40,12 +39,6 @@ def stop(proc, timeout: float = 10.0) -> float:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout) == 0
     return time.monotonic() - t0
-
-
-def test_min_posts_matches_the_trainer():
-    from trainer.train import MIN_FINETUNE_POSTS
-
-    assert MIN_POSTS == MIN_FINETUNE_POSTS
 
 
 def test_end_to_end_add_fetch_finetune_post_reply(sandbox, env, tmp_path):

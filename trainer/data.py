@@ -21,6 +21,10 @@ PAD, EOS, UNK = 0, 1, 2  # reserved ids; EOS both starts and ends every post
 SPECIALS = ["<pad>", "<eos>", "<unk>"]
 MAX_POST_CHARS = 300  # normalized posts longer than this are cut (X allows 280 weighted)
 HELDOUT_FRACTION = 0.10
+# 10% of an account is held out for evaluation and 10% of the rest is the early-stopping
+# slice; below 100 posts each would hold fewer than 10 posts, too few to tell whether
+# fine-tuning helped or to stop it at the right time.
+MIN_FINETUNE_POSTS = 100
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,12 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import data
-from trainer.data import Post, Vocab
+from trainer.data import MIN_FINETUNE_POSTS, Post, Vocab
 from trainer.errors import TrainerError
 from trainer.model import Artifact, ModelConfig, build_model, save
 
 log = logging.getLogger(__name__)
 
-# 10% of an account is held out for evaluation and 10% of the rest is the early-stopping
-# slice; below 100 posts each would hold fewer than 10 posts, too few to tell whether
-# fine-tuning helped or to stop it at the right time.
-MIN_FINETUNE_POSTS = 100
 
 
 @dataclass(frozen=True)
