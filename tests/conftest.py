@@ -1,6 +1,7 @@
 """Shared fixtures: a sandbox X API on 127.0.0.1 (real HTTP) and a store on a temp dir."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 
 from bot.sandbox import Sandbox, start_sandbox
 from bot.store import Store
+from tests.bot_helpers import bot_env, tiny_base_path  # noqa: F401  (tiny_base_path is a fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 # The project's read-only data (tests may read it; the product never needs it).
@@ -41,3 +43,15 @@ def shared_users() -> Path:
     """shared/data/users: real timelines (read only)."""
     assert SHARED_USERS.is_dir(), f"the project's data is missing: {SHARED_USERS}"
     return SHARED_USERS
+
+
+@pytest.fixture
+def env(sandbox, tmp_path, tiny_base_path, monkeypatch):
+    """The bot's environment, also applied to this process (for in-process CLI calls)."""
+    values = bot_env(sandbox.settings(), tmp_path / "data", tiny_base_path)
+    for key in [k for k in os.environ if k.startswith(("TWITTER_", "BOT_"))]:
+        monkeypatch.delenv(key)
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    return values

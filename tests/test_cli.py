@@ -18,17 +18,6 @@ TARGET = "realDonaldTrump"
 
 
 @pytest.fixture
-def env(sandbox, tmp_path, tiny_base_path, monkeypatch):
-    values = bot_env(sandbox.settings(), tmp_path / "data", tiny_base_path)
-    for key in [k for k in os.environ if k.startswith(("TWITTER_", "BOT_"))]:
-        monkeypatch.delenv(key)
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.chdir(tmp_path)
-    return values
-
-
-@pytest.fixture
 def ready(env, tmp_path, tiny_base_path):
     """A target with its posts fetched and a model registered."""
     assert main(["targets", "add", TARGET]) == 0

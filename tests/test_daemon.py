@@ -17,18 +17,6 @@ from tests.bot_helpers import bot_env, kill9, register_model, start_bot, tiny_ba
 TARGET = "realDonaldTrump"
 
 
-@pytest.fixture
-def env(sandbox, tmp_path, tiny_base_path, monkeypatch):
-    """The bot's environment, also applied to this process (for in-process CLI calls)."""
-    values = bot_env(sandbox.settings(), tmp_path / "data", tiny_base_path)
-    for key in [k for k in os.environ if k.startswith(("TWITTER_", "BOT_"))]:
-        monkeypatch.delenv(key)
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.chdir(tmp_path)  # no stray .env
-    return values
-
-
 def own_posts(sandbox):
     posts = sandbox.posts_by(BOT_USERNAME)
     return [p for p in posts if p["in_reply_to_id"] is None], [p for p in posts if p["in_reply_to_id"]]
