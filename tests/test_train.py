@@ -101,3 +101,33 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, tiny_base, case):
     assert r.returncode == 1
     assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "o.zip").exists()
+
+
+def test_base_training_resumes_after_a_kill(tmp_path):
+    """A killed base run leaves its best model on disk, and a restart continues from
+    the last checkpoint instead of starting over."""
+    import os
+    import signal
+    import time
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(p.text.replace("\n", " ") for p in base_sample(3000)[:1500]))
+    ckpt, out = tmp_path / "ckpt", tmp_path / "base.zip"
+    cmd = [sys.executable, "-m", "trainer", "base", "--data", str(corpus), "--out", str(out),
+           "--checkpoint-dir", str(ckpt), "--units", "32", "--embedding", "8", "--steps-per-epoch", "5"]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while not any(ckpt.glob("*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the next epoch
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert out.is_file() and any(ckpt.glob("*")), "the first run saved nothing before it was killed"
+    good = model.load(out).meta["val_loss_nats"]
+    second = subprocess.run(cmd[:-2] + ["--steps-per-epoch", "5", "--max-seconds", "8"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=180,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert second.returncode == 0, second.stdout
+    epochs = [line for line in second.stdout.splitlines() if line.startswith("Epoch ")]
+    assert epochs and not epochs[0].startswith("Epoch 1/"), epochs[:2]
+    assert model.load(out).meta["val_loss_nats"] <= good
