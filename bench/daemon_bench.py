@@ -10,7 +10,7 @@ here: the trainer's benchmarks measure that). The model is --model, else the com
 base model, else a model of the base model's size (GRU 1x384) with random weights whose
 end-of-post bias is raised so that it writes short posts (memory and compute are those
 of the real size; the text is noise, so the filter's minimum word count is lowered).
-Figures are printed and written to bench/daemon_results.md.
+Figures are printed, as a table for BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -140,7 +140,6 @@ def main() -> int:
                 f"`{cmd.strip()}` on this machine ({os.cpu_count()} CPUs), {time.strftime('%Y-%m-%d')}.\n\n"
                 "| measure | value |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows))
         print(text)
-        (REPO / "bench" / "daemon_results.md").write_text(text)
         assert len(sandbox.posts_by(BOT_USERNAME)) == len(done)
         return 0
     finally:
