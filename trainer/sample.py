@@ -41,22 +41,24 @@ class StepNet:
     def step(self, ids: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         x = None
         new_state = []
+        u = self.units
         for li, (kernel, rec, bias) in enumerate(self.layers):
             if self.cell == "gru":
                 proj = self.first_proj[ids] if li == 0 else x @ kernel + bias[0]
                 h = state[li]
-                inner = h @ rec + bias[1]
-                u = self.units
-                z = _sigmoid(proj[:, :u] + inner[:, :u])
-                r = _sigmoid(proj[:, u : 2 * u] + inner[:, u : 2 * u])
+                inner = h @ rec
+                inner += bias[1]
+                zr = proj[:, : 2 * u] + inner[:, : 2 * u]
+                zr = _sigmoid(zr)
+                z, r = zr[:, :u], zr[:, u:]
                 hh = np.tanh(proj[:, 2 * u :] + r * inner[:, 2 * u :])
-                x = z * h + (1.0 - z) * hh
+                x = hh + z * (h - hh)  # = z * h + (1 - z) * hh
                 new_state.append(x)
             else:
                 proj = self.first_proj[ids] if li == 0 else x @ kernel + bias
                 h, c = state[2 * li], state[2 * li + 1]
-                g = proj + h @ rec
-                u = self.units
+                g = h @ rec
+                g += proj
                 i, f = _sigmoid(g[:, :u]), _sigmoid(g[:, u : 2 * u])
                 c = f * c + i * np.tanh(g[:, 2 * u : 3 * u])
                 x = _sigmoid(g[:, 3 * u :]) * np.tanh(c)
@@ -65,23 +67,21 @@ class StepNet:
 
 
 def _choose(logits: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int, top_p: float) -> np.ndarray:
-    logits = logits / max(temperature, 1e-4)
+    logits *= np.float32(1.0 / max(temperature, 1e-4))
     logits -= logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits)
+    probs = np.exp(logits, out=logits)
     if top_k and top_k < probs.shape[1]:
         kth = np.partition(probs, -top_k, axis=1)[:, -top_k][:, None]
         probs[probs < kth] = 0.0
     if top_p < 1.0:
-        order = np.argsort(-probs, axis=1)
-        sorted_p = np.take_along_axis(probs, order, axis=1)
-        cum = np.cumsum(sorted_p, axis=1)
-        # keep the smallest set whose mass reaches top_p (always at least the top one)
-        drop_sorted = (cum - sorted_p) >= top_p * cum[:, -1:]
-        drop = np.zeros_like(drop_sorted)
-        np.put_along_axis(drop, order, drop_sorted, axis=1)
-        probs[drop] = 0.0
+        # keep the smallest set of most likely symbols whose mass reaches top_p: find
+        # the probability of the last one kept, per row (a sort of values, no argsort)
+        desc = -np.sort(-probs, axis=1)
+        cum = np.cumsum(desc, axis=1)
+        last = (cum < top_p * cum[:, -1:]).sum(axis=1).clip(max=probs.shape[1] - 1)
+        probs[probs < desc[np.arange(len(desc)), last][:, None]] = 0.0
     cdf = np.cumsum(probs, axis=1)
-    u = rng.random((probs.shape[0], 1)) * cdf[:, -1:]
+    u = rng.random((probs.shape[0], 1), dtype=np.float32) * cdf[:, -1:]
     return (cdf < u).sum(axis=1).astype(np.int32).clip(0, probs.shape[1] - 1)
 
 
