@@ -2,7 +2,7 @@
 and training throughput.
 
     .venv/bin/python bench/trainer_bench.py [--base trainer/models/base.zip] [--accounts A B ...]
-        [--max-seconds 90] [--skip-eval] [--skip-sampling] [--skip-cli]
+        [--max-seconds 80] [--skip-eval] [--skip-sampling] [--skip-cli]
 
 Prints a Markdown table for BENCHMARKS.md and the command that produced it.
 Reads the accounts from ../shared/data/users (not shipped with the product).
@@ -116,7 +116,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--base", type=Path, default=DEFAULT_BASE)
     ap.add_argument("--accounts", nargs="*", default=sorted(p.name.split(".")[0] for p in USERS.glob("*.jsonl.gz")))
-    ap.add_argument("--max-seconds", type=float, default=90)
+    ap.add_argument("--max-seconds", type=float, default=80)
     ap.add_argument("--skip-eval", action="store_true")
     ap.add_argument("--skip-sampling", action="store_true")
     ap.add_argument("--skip-cli", action="store_true")

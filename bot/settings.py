@@ -54,7 +54,7 @@ class Settings:
 
     # --- models (bot/training.py) ---
     base_model: Path = DEFAULT_BASE  # the base model every fine-tune starts from
-    finetune_max_seconds: float = 90.0  # wall-clock budget of one fine-tune
+    finetune_max_seconds: float = 80.0  # wall-clock budget of one fine-tune
     retrain_new_posts: int = 50  # fine-tune again once this many new posts arrived
 
     # --- schedule (bot/daemon.py; every interval in seconds) ---
@@ -128,7 +128,7 @@ class Settings:
             rate_limit_max_wait=r.number("BOT_RATE_LIMIT_MAX_WAIT", 900.0, low=0, high=86400),
             include_replies=r.boolean("BOT_INCLUDE_REPLIES", False),
             base_model=r.path("BOT_BASE_MODEL", DEFAULT_BASE),
-            finetune_max_seconds=r.number("BOT_FINETUNE_MAX_SECONDS", 90.0, low=1, high=86400),
+            finetune_max_seconds=r.number("BOT_FINETUNE_MAX_SECONDS", 80.0, low=1, high=86400),
             retrain_new_posts=r.integer("BOT_RETRAIN_NEW_POSTS", 50, low=1, high=10**6),
             refresh_interval=r.number("BOT_REFRESH_INTERVAL", 6 * 3600.0, low=1, high=30 * 86400),
             train_interval=r.number("BOT_TRAIN_INTERVAL", 600.0, low=1, high=30 * 86400),

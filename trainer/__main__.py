@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from trainer.data import FINETUNE_SECONDS
 from trainer.errors import TrainerError
 from trainer.model import DEFAULT_BASE
 
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--posts", type=Path, required=True, help="gzip JSON Lines or text, one post a line")
     f.add_argument("--out", type=Path, required=True)
     f.add_argument("--base", type=Path, default=DEFAULT_BASE)
-    f.add_argument("--max-seconds", type=float, default=90)
+    f.add_argument("--max-seconds", type=float, default=FINETUNE_SECONDS)
     f.set_defaults(func=cmd_finetune)
 
     s = sub.add_parser("sample", help="generate candidate posts")
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="held-out bits/char: base vs fine-tuned vs scratch")
     e.add_argument("--posts", type=Path, required=True)
     e.add_argument("--base", type=Path, default=DEFAULT_BASE)
-    e.add_argument("--max-seconds", type=float, default=90, help="budget for fine-tuning and for scratch")
+    e.add_argument("--max-seconds", type=float, default=FINETUNE_SECONDS, help="budget for fine-tuning and for scratch")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
     return p
