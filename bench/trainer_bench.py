@@ -92,7 +92,7 @@ def sampling(artifact) -> dict:
 
 
 def training_throughput(artifact, account: str = "AndrewYang", steps: int = 30) -> float:
-    """Characters a second through fine-tuning steps (batch 32) on real posts."""
+    """Characters a second through fine-tuning steps on real posts."""
     import keras
 
     from trainer.model import to_keras
@@ -129,7 +129,10 @@ def main() -> None:
         print(f"\nEnd-to-end `python -m trainer finetune` on AndrewYang: {secs:.0f} s wall clock")
     if not args.skip_sampling:
         print("\nSampling:", json.dumps(sampling(artifact)))
-        print(f"Training throughput (fine-tuning, batch 32): {training_throughput(artifact):.0f} chars/s")
+        from trainer.train import FINETUNE_TRAIN
+
+        print(f"Training throughput (fine-tuning, batch {FINETUNE_TRAIN.batch_size}): "
+              f"{training_throughput(artifact):.0f} chars/s")
     if not args.skip_eval:
         rows = eval_accounts(args.base, args.accounts, args.max_seconds)
         print("\n| account | posts | held-out | fine-tune s | base | scratch | fine-tuned | KN 7-gram |")

@@ -17,11 +17,17 @@ from trainer.model import Artifact, to_keras
 
 def bits_per_char(artifact: Artifact, posts: list[Post], model=None, batch_size: int = 256) -> float:
     """Mean negative log2-likelihood per scored symbol (characters + end-of-post)."""
+    import tensorflow as tf
+
     model = model if model is not None else to_keras(artifact)
+    # One graph for every batch width: Keras' predict functions retrace per new shape,
+    # which costs seconds each for a recurrent network.
+    forward = tf.function(lambda x: model(x, training=False),
+                          input_signature=[tf.TensorSpec([None, None], tf.int32)])
     encoded = data.encode_posts(artifact.vocab, posts)
     total_nats, count = 0.0, 0
     for x, y, w in data.batches(encoded, batch_size):
-        logits = np.asarray(model.predict_on_batch(x), dtype=np.float64)  # compiled, not eager
+        logits = forward(x).numpy().astype(np.float64)
         logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
         picked = np.take_along_axis(logits, y[..., None], -1)[..., 0]
         real = w > 0
