@@ -51,6 +51,12 @@ def test_finetuned_beats_base_on_held_out_posts(tiny_base):
     base_bpc = bits_per_char(tiny_base, heldout)
     assert tuned.meta["heldout_posts"] == len(heldout)
     assert tuned.meta["heldout_bits_per_char"] < base_bpc - 0.1
+    # the model is the network mixed with the account's n-gram table: better than either
+    # alone (a tiny network adds little to the table, a real one much more: BENCHMARKS.md)
+    assert tuned.meta["heldout_network_bits_per_char"] < base_bpc
+    assert tuned.meta["heldout_bits_per_char"] < tuned.meta["heldout_network_bits_per_char"] - 0.05
+    assert tuned.meta["heldout_bits_per_char"] < tuned.meta["heldout_ngram_bits_per_char"]
+    assert bits_per_char(tuned, heldout) == pytest.approx(tuned.meta["heldout_bits_per_char"], abs=1e-3)
 
 
 def test_time_budget_is_kept(tiny_base):

@@ -16,7 +16,7 @@ DEFAULT_BASE_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "b
 
 
 def cmd_base(args: argparse.Namespace) -> int:
-    from trainer.model import ModelConfig
+    from trainer.model import ModelConfig, load
     from trainer.train import BASE_TRAIN, train_base
     from dataclasses import replace
 
@@ -24,9 +24,11 @@ def cmd_base(args: argparse.Namespace) -> int:
     if data is None:
         raise TrainerError("no base corpus: pass --data FILE (gzip JSON Lines or text, one post a line)")
     cfg = replace(BASE_TRAIN, max_seconds=args.max_seconds, batch_size=args.batch_size,
-                  learning_rate=args.learning_rate, steps_per_epoch=args.steps_per_epoch)
+                  learning_rate=args.learning_rate, steps_per_epoch=args.steps_per_epoch,
+                  seed=args.seed)
     config = ModelConfig(cell=args.cell, layers=args.layers, units=args.units, embedding=args.embedding)
-    art = train_base(data, args.out, config, cfg, checkpoint_dir=args.checkpoint_dir)
+    init = load(args.init) if args.init else None
+    art = train_base(data, args.out, config, cfg, checkpoint_dir=args.checkpoint_dir, init=init)
     print(json.dumps({k: art.meta.get(k) for k in ("val_bits_per_char", "val_loss_nats", "posts", "epochs", "train_seconds")}))
     return 0
 
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, required=True, help="artifact to write (the best so far is kept there)")
     b.add_argument("--max-seconds", type=float, help="wall-clock budget")
     b.add_argument("--checkpoint-dir", type=Path, help="resume from / write periodic checkpoints here")
+    b.add_argument("--init", type=Path, help="continue training this base model (its sizes are kept)")
     b.add_argument("--cell", choices=["gru", "lstm"], default="gru")
     b.add_argument("--layers", type=int, default=1)
     b.add_argument("--units", type=int, default=384)
@@ -87,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=128)
     b.add_argument("--learning-rate", type=float, default=2e-3)
     b.add_argument("--steps-per-epoch", type=int, default=400, help="training steps between validations")
+    b.add_argument("--seed", type=int, default=0, help="order of the training batches (use a new one with --init)")
     b.set_defaults(func=cmd_base)
 
     f = sub.add_parser("finetune", help="fine-tune the base model on one account's posts")

@@ -1,9 +1,11 @@
 """The network and its artifact.
 
 The network: embedding -> a stack of LSTM or GRU layers -> logits over the vocabulary.
-The artifact: one zip file holding `meta.json` (config, vocabulary, metadata) and
-`weights.npz` (plain arrays). Plain arrays keep the artifact independent of Keras'
-file format and let the sampler run on numpy alone, without importing TensorFlow.
+The artifact: one zip file holding `meta.json` (config, vocabulary, metadata),
+`weights.npz` (plain arrays) and, for an account's model, `ngram.npz` (the account's
+n-gram counts, mixed with the network: see ngram.py). Plain arrays keep the artifact
+independent of Keras' file format and let the sampler run on numpy alone, without
+importing TensorFlow.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import numpy as np
 
 from trainer.data import Vocab
 from trainer.errors import TrainerError
+from trainer.ngram import BUCKETS, NGram
 
 FORMAT_VERSION = 1
 DEFAULT_BASE = Path(__file__).parent / "models" / "base.zip"
@@ -44,6 +47,7 @@ class Artifact:
     vocab: Vocab
     weights: list[np.ndarray]
     meta: dict[str, Any] = field(default_factory=dict)
+    ngram: NGram | None = None  # with meta["mixture_weights"]: the network's share per bucket
 
 
 def build_model(config: ModelConfig, vocab_size: int):
@@ -84,6 +88,10 @@ def save(artifact: Artifact, path: str | Path) -> None:
             with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
                 zf.writestr("meta.json", json.dumps(meta, ensure_ascii=False, indent=1))
                 zf.writestr("weights.npz", buf.getvalue())
+                if artifact.ngram is not None:
+                    grams = io.BytesIO()
+                    np.savez(grams, **artifact.ngram.arrays())
+                    zf.writestr("ngram.npz", grams.getvalue())
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a model is not a secret
@@ -102,10 +110,16 @@ def load(path: str | Path) -> Artifact:
             meta = json.loads(zf.read("meta.json"))
             with np.load(io.BytesIO(zf.read("weights.npz"))) as npz:
                 weights = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+            vocab = Vocab(meta["vocab"])
+            ngram = None
+            if "ngram.npz" in zf.namelist():
+                with np.load(io.BytesIO(zf.read("ngram.npz"))) as npz:
+                    ngram = NGram.from_arrays(npz, len(vocab))
+                if len(meta["meta"]["mixture_weights"]) != BUCKETS:
+                    raise ValueError("mixture weights do not match the n-gram order")
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT_VERSION}")
         config = ModelConfig(**meta["config"])
-        vocab = Vocab(meta["vocab"])
     except TrainerError:
         raise
     except Exception as exc:  # zip, json, npz and key errors all mean the same to a user
@@ -113,4 +127,4 @@ def load(path: str | Path) -> Artifact:
     expected = 3 + config.layers * 3
     if len(weights) != expected:
         raise TrainerError(f"{path}: not a valid model file (has {len(weights)} arrays, expected {expected})")
-    return Artifact(config, vocab, weights, meta.get("meta", {}))
+    return Artifact(config, vocab, weights, meta.get("meta", {}), ngram)

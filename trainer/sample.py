@@ -1,8 +1,11 @@
 """Batched, stateful sampling on numpy alone.
 
 The recurrent state is carried from one character to the next, so each new character
-costs one step of the network (the prefix is never re-run), and a batch of candidates
-advances together; finished candidates leave the batch so the rest run faster.
+costs one step of the network (the prefix is never re-run). A batch of candidates
+advances together, and a candidate that ends makes room for a new one at once, so
+the batch stays full until the last few posts. An account's model mixes the
+network's next-character distribution with its n-gram table's (ngram.py) before
+temperature and top-k / top-p apply.
 Numpy mirrors Keras' GRU/LSTM equations exactly (tests compare the two), which keeps
 TensorFlow out of the posting process.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainer import ngram
 from trainer.data import EOS, PAD, UNK, Vocab
 from trainer.errors import TrainerError
 from trainer.model import Artifact
@@ -19,70 +23,137 @@ MAX_STEPS = 320  # characters; X's limit is 280 weighted
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # stable for large |x|
+    """In place. exp is the cheapest transcendental numpy has; exp overflowing to inf
+    for very negative x still gives the right limit, 0."""
+    np.negative(x, out=x)
+    np.exp(x, out=x)
+    x += 1.0
+    return np.reciprocal(x, out=x)
+
+
+def _tanh(x: np.ndarray) -> np.ndarray:
+    """In place: tanh(x) = 2 sigmoid(2x) - 1."""
+    x *= 2.0
+    _sigmoid(x)
+    x *= 2.0
+    x -= 1.0
+    return x
 
 
 class StepNet:
-    """The network as a function of (ids, state) -> (logits, state)."""
+    """The network as a function of (ids, state) -> (logits, state).
+
+    Each layer's new output goes through one matrix product that yields both its
+    recurrent term for the next step and what the layer above needs now (the next
+    layer's input projection, or the logits): one product per layer per step."""
 
     def __init__(self, artifact: Artifact):
         cfg, w = artifact.config, [np.asarray(a, np.float32) for a in artifact.weights]
         self.cell, self.units = cfg.cell, cfg.units
-        emb, layer_w, (self.out_w, self.out_b) = w[0], w[1:-2], w[-2:]
-        self.layers = [layer_w[i : i + 3] for i in range(0, len(layer_w), 3)]
-        # The first layer's input projection of every character, computed once.
-        kernel, _, bias = self.layers[0]
-        self.first_proj = emb @ kernel + (bias[0] if self.cell == "gru" else bias)
+        emb, layer_w, (out_w, out_b) = w[0], w[1:-2], w[-2:]
+        layers = [layer_w[i : i + 3] for i in range(0, len(layer_w), 3)]
+        gru = self.cell == "gru"
+        # Keras' GRU (reset_after) has an input bias and a recurrent bias; the LSTM one bias.
+        in_bias = [b[0] if gru else b for _, _, b in layers]
+        rec_bias = [b[1] if gru else np.zeros_like(b) for _, _, b in layers]
+        self.first_proj = emb @ layers[0][0] + in_bias[0]  # every character's, computed once
+        self.fused, self.fused_bias = [], []
+        for li, (_, rec, _) in enumerate(layers):
+            above, above_b = (layers[li + 1][0], in_bias[li + 1]) if li + 1 < len(layers) else (out_w, out_b)
+            self.fused.append(np.ascontiguousarray(np.concatenate([rec, above], axis=1)))
+            self.fused_bias.append(np.concatenate([rec_bias[li], above_b]))
+        self.rec_bias = rec_bias
+        self.gates = rec_bias[0].shape[0]
 
     def initial_state(self, batch: int) -> list[np.ndarray]:
-        n = 1 if self.cell == "gru" else 2
-        return [np.zeros((batch, self.units), np.float32) for _ in range(n * len(self.layers))]
+        """Per layer: the output h (and the LSTM's cell c), and h's recurrent term."""
+        state = []
+        for rb in self.rec_bias:
+            state.append(np.zeros((batch, self.units), np.float32))
+            if self.cell == "lstm":
+                state.append(np.zeros((batch, self.units), np.float32))
+            state.append(np.repeat(rb[None, :], batch, axis=0))
+        return state
 
     def step(self, ids: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        x = None
+        u, per = self.units, 2 if self.cell == "gru" else 3
+        x = self.first_proj[ids]
         new_state = []
-        u = self.units
-        for li, (kernel, rec, bias) in enumerate(self.layers):
+        for li, (w, b) in enumerate(zip(self.fused, self.fused_bias)):
+            layer_state = state[per * li : per * (li + 1)]
             if self.cell == "gru":
-                proj = self.first_proj[ids] if li == 0 else x @ kernel + bias[0]
-                h = state[li]
-                inner = h @ rec
-                inner += bias[1]
-                zr = proj[:, : 2 * u] + inner[:, : 2 * u]
-                zr = _sigmoid(zr)
+                h, rec = layer_state
+                zr = _sigmoid(x[:, : 2 * u] + rec[:, : 2 * u])
                 z, r = zr[:, :u], zr[:, u:]
-                hh = np.tanh(proj[:, 2 * u :] + r * inner[:, 2 * u :])
-                x = hh + z * (h - hh)  # = z * h + (1 - z) * hh
-                new_state.append(x)
+                r *= rec[:, 2 * u :]
+                r += x[:, 2 * u :]
+                hh = _tanh(r)
+                h = hh + z * (h - hh)  # = z * h + (1 - z) * hh
+                new_state.append(h)
             else:
-                proj = self.first_proj[ids] if li == 0 else x @ kernel + bias
-                h, c = state[2 * li], state[2 * li + 1]
-                g = h @ rec
-                g += proj
-                i, f = _sigmoid(g[:, :u]), _sigmoid(g[:, u : 2 * u])
-                c = f * c + i * np.tanh(g[:, 2 * u : 3 * u])
-                x = _sigmoid(g[:, 3 * u :]) * np.tanh(c)
-                new_state += [x, c]
-        return x @ self.out_w + self.out_b, new_state
+                h, c, rec = layer_state
+                g = x + rec
+                ifo = _sigmoid(np.concatenate([g[:, : 2 * u], g[:, 3 * u :]], axis=1))
+                c = ifo[:, u : 2 * u] * c + ifo[:, :u] * _tanh(g[:, 2 * u : 3 * u])
+                h = ifo[:, 2 * u :] * _tanh(c.copy())
+                new_state += [h, c]
+            both = h @ w
+            both += b
+            new_state.append(both[:, : self.gates])
+            x = both[:, self.gates :]
+        return x, new_state
 
 
-def _choose(logits: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int, top_p: float) -> np.ndarray:
-    logits *= np.float32(1.0 / max(temperature, 1e-4))
-    logits -= logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits, out=logits)
-    if top_k and top_k < probs.shape[1]:
-        kth = np.partition(probs, -top_k, axis=1)[:, -top_k][:, None]
-        probs[probs < kth] = 0.0
-    if top_p < 1.0:
-        # keep the smallest set of most likely symbols whose mass reaches top_p: find
-        # the probability of the last one kept, per row (a sort of values, no argsort)
-        desc = -np.sort(-probs, axis=1)
-        cum = np.cumsum(desc, axis=1)
-        last = (cum < top_p * cum[:, -1:]).sum(axis=1).clip(max=probs.shape[1] - 1)
-        probs[probs < desc[np.arange(len(desc)), last][:, None]] = 0.0
-    cdf = np.cumsum(probs, axis=1)
-    u = rng.random((probs.shape[0], 1), dtype=np.float32) * cdf[:, -1:]
-    return (cdf < u).sum(axis=1).astype(np.int32).clip(0, probs.shape[1] - 1)
+class Mixer:
+    """The network's logits -> the account model's next-symbol weights at a
+    temperature (unnormalized): the network alone, or mixed with the n-gram table's
+    distribution when the artifact has one."""
+
+    def __init__(self, artifact: Artifact, temperature: float):
+        self.table = artifact.ngram
+        self.weights = None if self.table is None else np.asarray(artifact.meta["mixture_weights"], np.float32)
+        self.inv_t = np.float32(1.0 / temperature)
+
+    def __call__(self, logits: np.ndarray, context: np.ndarray, forbidden: list[int]) -> np.ndarray:
+        logits[:, forbidden] = -np.inf
+        if self.table is None:
+            logits *= self.inv_t  # softmax(logits / T): temperature for free
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits, out=logits)
+        if self.table is None:
+            return p
+        p /= p.sum(axis=1, keepdims=True)
+        table_p, bucket = self.table.distributions(context)
+        table_p[:, forbidden] = 0.0
+        w = self.weights[bucket][:, None]
+        p *= w
+        p += (1 - w) * table_p
+        return p if self.inv_t == 1 else np.power(p, self.inv_t, out=p)
+
+
+def _choose(p: np.ndarray, rng: np.random.Generator, top_k: int, top_p: float) -> np.ndarray:
+    """One symbol per row from unnormalized weights `p` (changed in place), after
+    cutting to the top k and to the smallest set of symbols holding top_p of the mass."""
+    rows = np.arange(len(p))
+    if top_k and top_k < p.shape[1]:
+        kth = np.partition(p, -top_k, axis=1)[:, -top_k][:, None]
+        p[p < kth] = 0.0
+    r = rng.random(len(p), dtype=np.float32)
+    if top_p >= 1.0:
+        cdf = np.cumsum(p, axis=1)
+        u = (1 - r) * cdf[:, -1]  # in (0, total]: a symbol of weight 0 is never drawn
+        return np.minimum((cdf < u[:, None]).sum(axis=1), p.shape[1] - 1).astype(np.int32)
+    # In ascending order the symbols outside the nucleus are a prefix: the least likely
+    # ones whose mass stays within 1 - top_p. Draw past that prefix, then find the
+    # drawn weight's symbol (one sort of values, no argsort: numpy's is much slower).
+    asc = np.sort(p, axis=1)
+    cum = np.cumsum(asc, axis=1)
+    total = cum[:, -1]
+    dropped = (cum <= ((1 - top_p) * total)[:, None]).sum(axis=1)
+    lo = np.where(dropped > 0, cum[rows, np.maximum(dropped - 1, 0)], 0)
+    u = lo + (1 - r) * (total - lo)
+    pos = np.minimum((cum < u[:, None]).sum(axis=1), p.shape[1] - 1)
+    return (p == asc[rows, pos][:, None]).argmax(axis=1).astype(np.int32)
 
 
 def sample(
@@ -114,45 +185,73 @@ def sample(
     budget = MAX_WEIGHTED_LENGTH - weighted_length(prime)
     if budget <= 0:
         raise TrainerError("the priming text alone is longer than a post may be")
-    # State after EOS + prime, computed once for one row and copied to the batch.
+    # State after EOS + prime, computed once for one row and copied into every new row.
+    prime_ids = list(artifact.vocab.encode(prime))
     logits, state = net.step(np.array([EOS], np.int32), net.initial_state(1))
-    for i in artifact.vocab.encode(prime):
+    for i in prime_ids:
         logits, state = net.step(np.array([i], np.int32), state)
-    char_weight = _char_weights(artifact.vocab)
-    out: list[str] = []
-    for _ in range(-(-n // batch_size) * 2):  # bounded: a model that never ends a post yields nothing
-        if len(out) >= n:
-            break
-        out += _sample_batch(net, artifact.vocab, min(batch_size, n - len(out)), logits, state, rng,
-                             temperature, top_k, top_p, forbidden, char_weight, budget, prime)
-    return out[:n]
+    start = _Start(logits[0], [s[0] for s in state], ngram.start_context(prime_ids))
+    # bounded: a model that never ends a post yields nothing rather than running on
+    width = min(batch_size, n)
+    with np.errstate(over="ignore"):
+        texts = _run(net, Mixer(artifact, temperature), start, width, n, 2 * n + width, rng, top_k, top_p,
+                     forbidden, _char_weights(artifact.vocab), budget)
+    texts = [(prime + artifact.vocab.decode(t)).strip() for t in texts]
+    return [t for t in texts if len(t) > len(prime.strip()) and weighted_length(t) <= MAX_WEIGHTED_LENGTH][:n]
 
 
-def _sample_batch(net, vocab, b, logits0, state0, rng, temperature, top_k, top_p, forbidden,
-                  char_weight, budget, prime) -> list[str]:
-    state = [np.repeat(s, b, axis=0) for s in state0]
-    logits = np.repeat(logits0, b, axis=0)
-    rows = np.arange(b)  # which candidate each live row is
-    weight = np.zeros(b, np.int64)
-    chars = np.full((b, MAX_STEPS), PAD, np.int32)
-    done = []
-    for t in range(MAX_STEPS):
-        logits[:, forbidden] = -np.inf
-        ids = _choose(logits, rng, temperature, top_k, top_p)
-        chars[rows, t] = ids
-        weight[rows] += char_weight[ids]
+class _Start:
+    """Where every candidate begins: the network's output and state after the prime."""
+
+    def __init__(self, logits: np.ndarray, state: list[np.ndarray], context: np.uint64):
+        self.logits, self.state, self.context = logits, state, context
+
+
+def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, char_weight,
+         budget) -> list[np.ndarray]:
+    """Sample until n posts have ended in time or `limit` candidates were started;
+    returns the ended posts' ids (without the prime)."""
+    logits = np.repeat(start.logits[None, :], width, axis=0)
+    state = [np.repeat(s[None, :], width, axis=0) for s in start.state]
+    context = np.full(width, start.context, np.uint64)
+    chars = np.full((width, MAX_STEPS), PAD, np.int32)
+    length = np.zeros(width, np.int64)
+    weight = np.zeros(width, np.int64)
+    started, finished_so_far, done = width, 0, []
+    while len(logits):
+        ids = _choose(mixer(logits, context, forbidden), rng, top_k, top_p)
+        rows = np.arange(len(ids))
+        chars[rows, length] = ids
+        length += 1
+        weight += char_weight[ids]
         ended = ids == EOS
-        too_long = weight[rows] > budget
-        done += [r for r in rows[ended & ~too_long]]
-        keep = ~(ended | too_long)
-        if not keep.all():
-            rows, ids = rows[keep], ids[keep]
-            state = [s[keep] for s in state]
-        if len(rows) == 0:
-            break
+        finished = ended | (weight > budget) | (length >= MAX_STEPS)
+        for r in np.flatnonzero(ended & (weight <= budget) & (length > 1)):
+            done.append(chars[r, : length[r] - 1].copy())
         logits, state = net.step(ids, state)
-    texts = [(prime + vocab.decode(chars[r])).strip() for r in done]
-    return [t for t in texts if len(t) > len(prime.strip()) and weighted_length(t) <= MAX_WEIGHTED_LENGTH]
+        context = ngram.push(context, ids)
+        if not finished.any():
+            continue
+        if len(done) >= n:
+            break
+        # A finished row starts a new candidate while more may be needed: as many as
+        # the posts still missing need at the success rate so far, so that the last
+        # posts are not waited for one failed candidate after another.
+        finished_so_far += int(finished.sum())
+        success = max(len(done), 1) / finished_so_far
+        wanted = int(np.ceil((n - len(done)) / success)) - int((~finished).sum())
+        fresh = np.flatnonzero(finished)[: max(0, min(limit - started, wanted))]
+        started += len(fresh)
+        logits[fresh], context[fresh], length[fresh], weight[fresh] = start.logits, start.context, 0, 0
+        chars[fresh] = PAD
+        for s, s0 in zip(state, start.state):
+            s[fresh] = s0
+        keep = ~finished
+        keep[fresh] = True
+        if not keep.all():
+            logits, context, chars, length, weight = (a[keep] for a in (logits, context, chars, length, weight))
+            state = [s[keep] for s in state]
+    return done
 
 
 def _char_weights(vocab: Vocab) -> np.ndarray:

@@ -24,6 +24,7 @@ from trainer import data
 from trainer.data import MIN_FINETUNE_POSTS, Post, Vocab
 from trainer.errors import TrainerError
 from trainer.model import Artifact, ModelConfig, build_model, save
+from trainer.ngram import NGram, fit_weights
 
 log = logging.getLogger(__name__)
 
@@ -158,23 +159,33 @@ def train_base(
     cfg: TrainConfig = BASE_TRAIN,
     checkpoint_dir: str | Path | None = None,
     val_posts: int = 5000,
+    init: Artifact | None = None,
 ) -> Artifact:
     """Train a base model on a large corpus of many accounts' posts.
 
     The best model so far is written to `out` after every validation that improves,
     so an interrupted run always leaves a usable artifact; `checkpoint_dir` lets a
-    restarted run resume where the last one stopped."""
+    restarted run resume where the last one stopped. `init` continues training an
+    earlier base model (same corpus, so the same vocabulary) with a fresh optimizer."""
     t0 = time.monotonic()
     posts = data.read_posts(data_path)
-    random.Random(cfg.seed).shuffle(posts)
+    # The validation split is fixed (seed 0) so that a continued run never trains on
+    # an earlier run's validation posts; cfg.seed only orders the training batches.
+    random.Random(0).shuffle(posts)
     if len(posts) < 2 * val_posts:
         val_posts = max(1, len(posts) // 10)
     vocab = Vocab.build(p.text for p in posts)
+    if init is not None:
+        if init.vocab.itos != vocab.itos:
+            raise TrainerError("--init model was trained on a different corpus (its vocabulary differs)")
+        model_config = init.config
     val, train = posts[:val_posts], posts[val_posts:]
     train_enc, val_enc = data.encode_posts(vocab, train), data.encode_posts(vocab, val)
     log.info("base corpus: %d training posts, %d validation posts, vocabulary %d, read in %.0f s",
              len(train), len(val), len(vocab), time.monotonic() - t0)
     model = build_model(model_config, len(vocab))
+    if init is not None:
+        model.set_weights(init.weights)
     meta = {
         "kind": "base",
         "data": str(Path(data_path).name),
@@ -182,6 +193,7 @@ def train_base(
         "posts": len(train),
         "validation_posts": len(val),
         "train_config": cfg.__dict__,
+        "continued_from": dict(init.meta) if init is not None else None,
     }
 
     def write_best(val_loss: float) -> None:
@@ -220,9 +232,10 @@ def finetune(
     """Base model + one account's posts -> that account's model.
 
     Every layer is trained (the reference design's choice, and the better one here:
-    see BENCHMARKS.md). With from_scratch the same architecture starts from random
+    see BENCHMARKS.md), and the account's n-gram table is counted and mixed in
+    (ngram.py). With from_scratch the same architecture starts from random
     weights instead: the baseline that shows what transfer learning buys."""
-    from trainer.evaluate import bits_per_char
+    from trainer.evaluate import mixed_probs, network_probs, to_bits
 
     t0 = time.monotonic()
     train, stop_slice, heldout = split_account(posts)
@@ -235,9 +248,17 @@ def finetune(
     if from_scratch:
         cfg = replace(cfg, learning_rate=BASE_TRAIN.learning_rate, patience=cfg.patience + 2)
     result = fit(model, train_enc, stop_enc, cfg)
-    weights = model.get_weights()
-    artifact = Artifact(base.config, vocab, weights, {})
-    heldout_bpc = bits_per_char(artifact, heldout, model=model)
+    artifact = Artifact(base.config, vocab, model.get_weights(), {})
+    # The mixture weights are chosen on the early-stopping slice with a table that has
+    # not seen it; the table kept is then counted on the slice too (more phrases).
+    table = NGram.fit(train_enc, len(vocab))
+    stop_p, bucket = table.score(stop_enc)
+    mixture = fit_weights(network_probs(artifact, stop_slice, model), stop_p, bucket)
+    artifact.ngram = NGram.fit(train_enc + stop_enc, len(vocab))
+    artifact.meta["mixture_weights"] = mixture
+    nn_p = network_probs(artifact, heldout, model)
+    heldout_bpc = to_bits(mixed_probs(artifact, heldout, nn_p))
+    ngram_bpc = to_bits(artifact.ngram.score(data.encode_posts(vocab, heldout))[0])
     artifact.meta = {
         "kind": "scratch" if from_scratch else "finetuned",
         "base_fingerprint": base.meta.get("data_fingerprint"),
@@ -246,6 +267,9 @@ def finetune(
         "train_posts": len(train),
         "heldout_posts": len(heldout),
         "heldout_bits_per_char": round(heldout_bpc, 4),
+        "heldout_network_bits_per_char": round(to_bits(nn_p), 4),
+        "heldout_ngram_bits_per_char": round(ngram_bpc, 4),
+        "mixture_weights": mixture,
         "epochs": result["epochs"],
         "stopped_by": result["stopped_by"],
         "train_seconds": round(time.monotonic() - t0, 1),
