@@ -33,8 +33,10 @@ sys.path.insert(0, str(REPO))
 
 from bot.sandbox import BOT_USERNAME, start_sandbox  # noqa: E402
 from bot.store import Store  # noqa: E402
-from trainer.data import EOS, Vocab  # noqa: E402
+from trainer.data import EOS, Post, Vocab, encode_posts  # noqa: E402
 from trainer.model import DEFAULT_BASE, Artifact, ModelConfig, load, save  # noqa: E402
+from trainer.ngram import NGram  # noqa: E402
+from trainer.text import normalize  # noqa: E402
 
 USERS = REPO.parent / "shared" / "data" / "users"
 
@@ -50,6 +52,17 @@ def random_model(path: Path, texts: list[str]) -> Path:
     weights[-1][vocab.stoi[" "]] = 2.0
     save(Artifact(cfg, vocab, [w.astype(np.float32) for w in weights], {"kind": "random-benchmark"}), path)
     return path
+
+
+def account_model(art: Artifact, posts: list[dict], path: Path) -> None:
+    """The given network with the account's own n-gram table, as fine-tuning leaves
+    it (the newest 3,200 posts: what X's timeline gives the bot), so that memory and
+    latency include the table."""
+    newest = sorted(posts, key=lambda p: p["created_at"] or "")[-3200:]
+    table = NGram.fit(encode_posts(art.vocab, [Post(p["id"], p["created_at"], normalize(p["text"])) for p in newest]),
+                      len(art.vocab))
+    meta = {"kind": "benchmark", "mixture_weights": [1.0, 0.9, 0.8, 0.75, 0.7, 0.65, 0.35]}  # typical fitted weights
+    save(Artifact(art.config, art.vocab, art.weights, meta, table), path)
 
 
 def read(path: Path) -> list[dict]:
@@ -88,7 +101,7 @@ def main() -> int:
                     store.add_posts(handle, [{**p, "user": handle} for p in posts])
                     folder = data / "models" / handle.lower()
                     folder.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(model, folder / "v1.zip")
+                    account_model(art, posts, folder / "v1.zip")
                     store.register_model(handle, {"path": str(folder / "v1.zip"), "version": 1,
                                                   "posts": store.post_count(handle), "heldout_bits_per_char": 0})
                     store.set_cursor(f"trained_on:{handle.lower()}", str(store.post_count(handle)))
@@ -128,7 +141,7 @@ def main() -> int:
         rows = [
             ("targets", f"{targets} (each with its own model file; posts rotated through {len(posted_as)} of them)"),
             ("model", f"{kind}: {art.config.cell.upper()} {art.config.layers}x{art.config.units}, "
-                      f"{sum(w.size for w in art.weights):,} parameters"),
+                      f"{sum(w.size for w in art.weights):,} parameters, plus each account's n-gram table"),
             ("resident memory, peak (VmHWM)", f"{peak / 1024:.0f} MB"),
             ("resident memory, median while posting", f"{np.median(rss_samples) / 1024:.0f} MB"),
             ("post latency, tick -> posted (median)", f"{np.median(lat):.2f} s"),

@@ -84,7 +84,10 @@ def sampling(artifact, reference: bool = True) -> dict:
     for batch, n in ((1, 20), (256, 2048)):
         t0 = time.monotonic()
         got = sample(artifact, n, batch_size=batch, net=net, seed=1)
-        res[f"batch{batch}_posts_per_s"] = round(len(got) / (time.monotonic() - t0), 1)
+        secs = time.monotonic() - t0
+        res[f"batch{batch}_posts_per_s"] = round(len(got) / secs, 1)
+        res[f"batch{batch}_chars_per_s"] = round(sum(len(t) + 1 for t in got) / secs)
+        res[f"batch{batch}_mean_post_chars"] = round(sum(len(t) for t in got) / max(len(got), 1), 1)
     if reference:
         res["reference_posts_per_s"] = round(reference_sampler_posts_per_s(artifact), 2)
         res["ratio_batch256_vs_reference"] = round(res["batch256_posts_per_s"] / res["reference_posts_per_s"])

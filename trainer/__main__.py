@@ -66,9 +66,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{'model':<12}{'held-out bits/char':>20}")
-        for k in ("base", "finetuned", "scratch"):
-            print(f"{k:<12}{result[k + '_bits_per_char']:>20.3f}")
+        rows = [("base", "base"), ("fine-tuned (mixed)", "finetuned"), ("scratch (mixed)", "scratch"),
+                ("  its network alone", "finetuned_network"), ("  its n-gram table alone", "ngram")]
+        print(f"{'model':<26}{'held-out bits/char':>20}")
+        for label, key in rows:
+            print(f"{label:<26}{result[key + '_bits_per_char']:>20.3f}")
         print(f"{result['heldout_posts']} held-out posts; fine-tuning took {result['finetune_seconds']} s")
     return 0
 
