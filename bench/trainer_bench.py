@@ -94,6 +94,28 @@ def sampling(artifact, reference: bool = True) -> dict:
     return res
 
 
+def filter_pass_rates(tuned, account: str = "AndrewYang", n: int = 512) -> dict:
+    """What the bot keeps: the share of sampled candidates that pass the originality
+    filter and content checks, for the account's model and for its network alone."""
+    import dataclasses
+
+    from bot.content import ContentChecks
+    from bot.originality import NearCopyIndex, judge
+
+    index = NearCopyIndex()
+    index.add_many((p.id, p.text) for p in data.read_posts(USERS / f"{account}.jsonl.gz"))
+    checks = ContentChecks()
+    from trainer.sample import sample
+
+    res = {}
+    for name, art in (("mixed", tuned), ("network_alone", dataclasses.replace(tuned, ngram=None))):
+        verdicts = judge(sample(art, n, seed=2), index, checks)
+        near = sum(any(r.startswith("near-copy") for r in v.reasons) for v in verdicts)
+        res[name] = {"candidates": len(verdicts), "pass": round(sum(v.ok for v in verdicts) / len(verdicts), 3),
+                     "near_copy": round(near / len(verdicts), 3)}
+    return res
+
+
 def training_throughput(artifact, account: str = "AndrewYang", steps: int = 30) -> float:
     """Characters a second through fine-tuning steps on real posts."""
     import keras
@@ -136,6 +158,8 @@ def main() -> None:
         if tuned.exists():
             print("Sampling, AndrewYang's model (network + n-gram table):",
                   json.dumps(sampling(load(tuned), reference=False)))
+            print("Originality filter and content checks on 512 candidates (T 0.8, top-p 0.95):",
+                  json.dumps(filter_pass_rates(load(tuned))))
         from trainer.train import FINETUNE_TRAIN
 
         print(f"Training throughput (fine-tuning, batch {FINETUNE_TRAIN.batch_size}): "
