@@ -35,7 +35,7 @@ from bot.sandbox import BOT_USERNAME, start_sandbox  # noqa: E402
 from bot.store import Store  # noqa: E402
 from trainer.data import EOS, Post, Vocab, encode_posts  # noqa: E402
 from trainer.model import DEFAULT_BASE, Artifact, ModelConfig, load, save  # noqa: E402
-from trainer.ngram import NGram  # noqa: E402
+from trainer.ngram import BUCKETS, NGram  # noqa: E402
 from trainer.text import normalize  # noqa: E402
 
 USERS = REPO.parent / "shared" / "data" / "users"
@@ -61,7 +61,7 @@ def account_model(art: Artifact, posts: list[dict], path: Path) -> None:
     newest = sorted(posts, key=lambda p: p["created_at"] or "")[-3200:]
     table = NGram.fit(encode_posts(art.vocab, [Post(p["id"], p["created_at"], normalize(p["text"])) for p in newest]),
                       len(art.vocab))
-    meta = {"kind": "benchmark", "mixture_weights": [1.0, 0.9, 0.8, 0.75, 0.7, 0.65, 0.35]}  # typical fitted weights
+    meta = {"kind": "benchmark", "mixture_weights": [[0.55, 0.55]] * BUCKETS}  # typical fitted weights
     save(Artifact(art.config, art.vocab, art.weights, meta, table), path)
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from trainer import data, model, ngram
 from trainer.data import EOS, Post, Vocab
+from trainer.errors import TrainerError
 from trainer.model import Artifact, ModelConfig
 from trainer.ngram import CONTEXT, ORDER, NGram
 from trainer.sample import sample
@@ -60,7 +61,7 @@ def reference_probs(train: list[np.ndarray], test: list[np.ndarray], vocab_size:
 def test_kneser_ney_matches_a_plain_reference(bernie):
     vocab, train, heldout = bernie
     table = NGram.fit(train[:300], len(vocab))
-    got, _ = table.score(heldout[:40])
+    got = table.score(heldout[:40])
     np.testing.assert_allclose(got, reference_probs(train[:300], heldout[:40], len(vocab)), rtol=1e-9)
 
 
@@ -68,7 +69,7 @@ def test_whole_distributions_sum_to_one_and_agree_with_scores(bernie):
     vocab, train, heldout = bernie
     table = NGram.fit(train, len(vocab))
     posts = heldout[:25]
-    probs, buckets = table.score(posts)
+    probs = table.score(posts)
     contexts, targets = [], []
     for e in posts:
         ctx = ngram.start_context([])
@@ -79,13 +80,15 @@ def test_whole_distributions_sum_to_one_and_agree_with_scores(bernie):
     dist, dist_buckets = table.distributions(np.array(contexts, np.uint64))
     np.testing.assert_allclose(dist.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(dist[np.arange(len(targets)), targets], probs, rtol=1e-5)
-    np.testing.assert_array_equal(dist_buckets, buckets)
-    assert buckets.max() == ORDER - 1 and (buckets < ORDER - 1).any()
+    np.testing.assert_array_equal(ngram.contexts(posts), contexts)
+    np.testing.assert_array_equal(ngram.targets(posts), targets)
+    longest = dist_buckets // ngram.KINDS  # symbols of context the table has seen
+    assert longest.max() == CONTEXT and (longest < CONTEXT).any() and dist_buckets.max() < ngram.BUCKETS
 
 
 def test_the_table_knows_the_account_better_than_its_letters(bernie):
     vocab, train, heldout = bernie
-    probs, _ = NGram.fit(train, len(vocab)).score(heldout)
+    probs = NGram.fit(train, len(vocab)).score(heldout)
     bits = -np.log2(probs).mean()
     assert 1.0 < bits < 2.6  # a unigram model of English is about 4.1 bits/char
 
@@ -94,11 +97,17 @@ def test_artifact_round_trip_keeps_the_table(tmp_path, bernie):
     vocab, train, heldout = bernie
     cfg = ModelConfig(cell="gru", layers=1, units=8, embedding=4)
     weights = [w.astype(np.float32) for w in model.build_model(cfg, len(vocab)).get_weights()]
-    art = Artifact(cfg, vocab, weights, {"mixture_weights": [0.5] * ngram.BUCKETS}, NGram.fit(train, len(vocab)))
+    pairs = [[0.5, 0.5]] * ngram.BUCKETS
+    art = Artifact(cfg, vocab, weights, {"mixture_weights": pairs}, NGram.fit(train, len(vocab)))
     model.save(art, tmp_path / "m.zip")
     back = model.load(tmp_path / "m.zip")
-    assert back.meta["mixture_weights"] == [0.5] * ngram.BUCKETS
-    np.testing.assert_array_equal(back.ngram.score(heldout[:20])[0], art.ngram.score(heldout[:20])[0])
+    assert back.meta["mixture_weights"] == pairs
+    np.testing.assert_array_equal(back.ngram.score(heldout[:20]), art.ngram.score(heldout[:20]))
+    # an account model from before the log-linear mixture: a clear error, not a wrong mixture
+    art.meta["mixture_weights"] = [0.5] * ORDER
+    model.save(art, tmp_path / "old.zip")
+    with pytest.raises(TrainerError, match="earlier version.*fine-tune"):
+        model.load(tmp_path / "old.zip")
 
 
 def test_sampling_follows_the_table_where_it_has_the_weight():
@@ -110,7 +119,7 @@ def test_sampling_follows_the_table_where_it_has_the_weight():
     weights = [rng.normal(0, 0.5, w.shape).astype(np.float32) for w in model.build_model(cfg, len(vocab)).get_weights()]
     table = NGram.fit(data.encode_posts(vocab, posts), len(vocab))
     network_only = Artifact(cfg, vocab, weights)
-    table_only = Artifact(cfg, vocab, weights, {"mixture_weights": [0.0] * ngram.BUCKETS}, table)
+    table_only = Artifact(cfg, vocab, weights, {"mixture_weights": [[0.0, 1.0]] * ngram.BUCKETS}, table)
     assert phrase not in sample(network_only, 20, seed=1, top_p=0.9)
     texts = sample(table_only, 20, seed=1, top_p=0.9)
     assert texts.count(phrase) >= 15

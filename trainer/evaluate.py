@@ -8,57 +8,75 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
+from typing import Iterator
 
 import numpy as np
 
-from trainer import data
+from trainer import data, mixture, ngram
 from trainer.data import Post
 from trainer.model import Artifact, to_keras
 
 
-def network_probs(artifact: Artifact, posts: list[Post], model=None, batch_size: int = 256) -> np.ndarray:
-    """The network's probability of every scored symbol: posts in the given order,
-    each post's characters and then its end-of-post (the order NGram.score uses)."""
-    import tensorflow as tf
-
+def network_rows(artifact: Artifact, encoded: list[np.ndarray], model=None,
+                 batch_size: int = 128) -> Iterator[tuple[list[int], np.ndarray]]:
+    """Batches of posts (similar lengths together): (their indices, the network's
+    log-probability rows for their scored symbols, post after post)."""
     model = model if model is not None else to_keras(artifact)
-    # One graph for every batch width: Keras' predict functions retrace per new shape,
-    # which costs seconds each for a recurrent network.
-    forward = tf.function(lambda x: model(x, training=False),
-                          input_signature=[tf.TensorSpec([None, None], tf.int32)])
-    encoded = data.encode_posts(artifact.vocab, posts)
+    forward = _forward(model)
     by_length = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # little padding
-    per_post: list[np.ndarray] = [np.zeros(0)] * len(encoded)
     for start in range(0, len(by_length), batch_size):
         rows = by_length[start : start + batch_size]
-        x, y, _ = data.make_batch([encoded[i] for i in rows])
-        logits = forward(x).numpy().astype(np.float64)
-        top = logits.max(-1, keepdims=True)
-        logz = np.log(np.exp(logits - top).sum(-1)) + top[..., 0]
-        logp = np.take_along_axis(logits, y[..., None], -1)[..., 0] - logz
-        for r, i in enumerate(rows):
-            per_post[i] = np.exp(logp[r, : len(encoded[i]) + 1])
+        x, _, _ = data.make_batch([encoded[i] for i in rows])
+        logp = forward(x).numpy()
+        yield rows, np.concatenate([logp[r, : len(encoded[i]) + 1] for r, i in enumerate(rows)])
+
+
+_forwards: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _forward(model):
+    """The model's log-probabilities as one graph for every batch shape (Keras'
+    predict functions retrace per new shape, which costs seconds each for a recurrent
+    network), made once per model."""
+    import tensorflow as tf
+
+    if model not in _forwards:
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        _forwards[model] = tf.function(lambda x: tf.nn.log_softmax(ref()(x, training=False)),
+                                       input_signature=[tf.TensorSpec([None, None], tf.int32)])
+    return _forwards[model]
+
+
+def symbol_log_probs(artifact: Artifact, posts: list[Post], model=None, table: bool = True) -> np.ndarray:
+    """Natural log-probability of every scored symbol (each post's characters, then
+    its end-of-post): the network mixed with the artifact's n-gram table when it
+    has one and `table` is true, else the network alone."""
+    encoded = data.encode_posts(artifact.vocab, posts)
+    per_post: list[np.ndarray] = [np.zeros(0)] * len(encoded)
+    weights = np.asarray(artifact.meta.get("mixture_weights", []))
+    for rows, logp in network_rows(artifact, encoded, model):
+        chosen = [encoded[i] for i in rows]
+        symbols = ngram.targets(chosen)
+        if table and artifact.ngram is not None:
+            table_p, bucket = artifact.ngram.distributions(ngram.contexts(chosen))
+            picked = mixture.log_probs(logp, table_p, weights, bucket, symbols)
+        else:
+            picked = logp[np.arange(len(symbols)), symbols].astype(np.float64)
+        ends = np.cumsum([len(e) + 1 for e in chosen])
+        for i, part in zip(rows, np.split(picked, ends[:-1])):
+            per_post[i] = part
     return np.concatenate(per_post) if per_post else np.zeros(0)
 
 
-def mixed_probs(artifact: Artifact, posts: list[Post], nn_p: np.ndarray) -> np.ndarray:
-    """The artifact's probability of every scored symbol: the network's alone, or
-    mixed with the n-gram table's when the artifact has one."""
-    if artifact.ngram is None:
-        return nn_p
-    ngram_p, bucket = artifact.ngram.score(data.encode_posts(artifact.vocab, posts))
-    w = np.asarray(artifact.meta["mixture_weights"])[bucket]
-    return w * nn_p + (1 - w) * ngram_p
-
-
-def to_bits(p: np.ndarray) -> float:
-    """Mean negative log2-likelihood per scored symbol."""
-    return float(-np.log2(p).mean())
+def to_bits(logp: np.ndarray) -> float:
+    """Mean negative log2-likelihood per scored symbol, from natural log-probabilities."""
+    return float(-logp.mean() / math.log(2))
 
 
 def bits_per_char(artifact: Artifact, posts: list[Post], model=None) -> float:
     """Held-out bits per scored symbol (characters + end-of-post) of the whole artifact."""
-    return to_bits(mixed_probs(artifact, posts, network_probs(artifact, posts, model)))
+    return to_bits(symbol_log_probs(artifact, posts, model))
 
 
 def evaluate_account(base: Artifact, posts: list[Post], max_seconds: float | None) -> dict:

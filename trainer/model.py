@@ -47,7 +47,7 @@ class Artifact:
     vocab: Vocab
     weights: list[np.ndarray]
     meta: dict[str, Any] = field(default_factory=dict)
-    ngram: NGram | None = None  # with meta["mixture_weights"]: the network's share per bucket
+    ngram: NGram | None = None  # with meta["mixture_weights"]: see mixture.py
 
 
 def build_model(config: ModelConfig, vocab_size: int):
@@ -115,8 +115,8 @@ def load(path: str | Path) -> Artifact:
             if "ngram.npz" in zf.namelist():
                 with np.load(io.BytesIO(zf.read("ngram.npz"))) as npz:
                     ngram = NGram.from_arrays(npz, len(vocab))
-                if len(meta["meta"]["mixture_weights"]) != BUCKETS:
-                    raise ValueError("mixture weights do not match the n-gram order")
+                if np.shape(meta["meta"].get("mixture_weights")) != (BUCKETS, 2):
+                    raise TrainerError(f"{path}: made by an earlier version of the trainer; fine-tune the account again")
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT_VERSION}")
         config = ModelConfig(**meta["config"])

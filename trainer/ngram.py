@@ -1,12 +1,12 @@
 """One account's character n-gram model (interpolated modified Kneser-Ney), mixed
-with the network.
+with the network (mixture.py).
 
 Why a classical model next to the network: an account repeats itself (its slogans,
 names, hashtags, sign-offs), and a 7-gram table remembers every such phrase after
 one look, which a network fine-tuned for a minute on a CPU does not. The network
 knows the language; the table knows the account. Mixed with weights that depend on
-how long a context the table has seen before, the two predict held-out posts
-better than either alone (BENCHMARKS.md has the figures).
+what the table has seen of the context, the two predict held-out posts better than
+either alone (BENCHMARKS.md has the figures).
 
 Symbols are vocabulary ids (< 256), so an n-gram of up to 8 symbols packs exactly
 into one uint64: the predicted symbol in the low byte, the symbol before it in the
@@ -22,7 +22,10 @@ from trainer.data import EOS
 ORDER = 7
 CONTEXT = ORDER - 1
 DENSE_CONTEXTS = 512  # orders with at most this many contexts keep dense rows too
-BUCKETS = ORDER  # mixture weights by the longest context the table has seen: 0..6 symbols
+KINDS = 4  # how many different symbols followed a context: 1, 2, 3, 4 or more
+# Mixture buckets: the longest context the table has seen (0..CONTEXT symbols), and
+# how many different symbols followed it. One symbol after six: nearly always right.
+BUCKETS = ORDER * KINDS
 
 
 def _mask(symbols: int) -> np.uint64:
@@ -124,12 +127,11 @@ class NGram:
         found = table[i] == wanted if len(table) else np.zeros(len(wanted), bool)
         return i, found
 
-    def score(self, encoded: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(probability of each predicted symbol, its mixture bucket), posts in order
-        and each post's characters then its end-of-post, as evaluate.py scores them."""
+    def score(self, encoded: list[np.ndarray]) -> np.ndarray:
+        """The probability of each scored symbol: posts in order, each post's
+        characters then its end-of-post, as evaluate.py scores them."""
         flat, targets = _padded(encoded)
         p = np.full(len(targets), 1.0 / self.vocab_size)
-        bucket = np.zeros(len(targets), np.int64)
         for n in range(1, ORDER + 1):
             key = _keys(flat, targets, n)
             ci, cfound = self._find(self.ctx_keys[n - 1], key >> np.uint64(8))
@@ -138,12 +140,11 @@ class NGram:
             ki, kfound = self._find(self.keys[n - 1], key)
             seen = np.where(kfound, self.alpha[n - 1][ki], 0.0)
             p = np.where(cfound, seen + self.ctx_gamma[n - 1][ci] * p, p)
-            bucket = np.where(cfound, n - 1, bucket)
-        return p, bucket
+        return p
 
     def distributions(self, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, vocab) next-symbol probabilities and each row's bucket, for packed
-        contexts (the last CONTEXT symbols, the newest in the low byte).
+        """(rows, vocab) next-symbol probabilities and each row's mixture bucket, for
+        packed contexts (the last CONTEXT symbols, the newest in the low byte).
 
         Unrolled, the interpolation is a sum over orders: order n's discounted counts
         weigh the product of the back-off weights of the longer contexts seen (1 for
@@ -160,7 +161,8 @@ class NGram:
             if len(live) == 0:
                 break
             gamma[live, n] = self.ctx_gamma[n - 1][ci]
-            bucket[live] = n - 1
+            kinds = self.ctx_start[n - 1][ci + 1] - self.ctx_start[n - 1][ci]
+            bucket[live] = (n - 1) * KINDS + np.minimum(kinds, KINDS) - 1
             found_at.append((n, live, ci))
         # scale[:, n]: the product of gamma over the orders above n
         scale = np.cumprod(gamma[:, ::-1], axis=1)[:, ::-1]
@@ -186,6 +188,18 @@ class NGram:
         return p, bucket
 
 
+def contexts(encoded: list[np.ndarray]) -> np.ndarray:
+    """The packed context before every scored symbol, in NGram.score's order."""
+    flat, targets = _padded(encoded)
+    return _keys(flat, targets - 1, CONTEXT)
+
+
+def targets(encoded: list[np.ndarray]) -> np.ndarray:
+    """Every scored symbol: each post's characters and then its end-of-post."""
+    flat, where = _padded(encoded)
+    return flat[where].astype(np.int64)
+
+
 def push(context: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Packed contexts after appending one symbol to each."""
     return ((context << np.uint64(8)) | ids.astype(np.uint64)) & _mask(CONTEXT)
@@ -197,18 +211,3 @@ def start_context(prefix: list[int]) -> np.uint64:
     for i in [EOS] * CONTEXT + list(prefix):
         ctx = push(ctx, np.array([i]))
     return ctx[0]
-
-
-def fit_weights(nn_p: np.ndarray, ngram_p: np.ndarray, bucket: np.ndarray) -> list[float]:
-    """The network's share of the mixture for each bucket, the one that predicts
-    `nn_p`'s posts best (a grid search; each bucket is independent)."""
-    grid = np.linspace(0.0, 1.0, 41)
-    weights = []
-    for b in range(BUCKETS):
-        m = bucket == b
-        if m.sum() < 50:  # too little evidence: trust the network
-            weights.append(1.0)
-            continue
-        ll = [np.log(w * nn_p[m] + (1 - w) * ngram_p[m] + 1e-300).sum() for w in grid]
-        weights.append(round(float(grid[int(np.argmax(ll))]), 3))
-    return weights

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer import ngram
+from trainer import mixture, ngram
 from trainer.data import EOS, PAD, UNK, Vocab
 from trainer.errors import TrainerError
 from trainer.model import Artifact
@@ -107,28 +107,24 @@ class StepNet:
 class Mixer:
     """The network's logits -> the account model's next-symbol weights at a
     temperature (unnormalized): the network alone, or mixed with the n-gram table's
-    distribution when the artifact has one."""
+    distribution (mixture.py) when the artifact has one."""
 
     def __init__(self, artifact: Artifact, temperature: float):
         self.table = artifact.ngram
-        self.weights = None if self.table is None else np.asarray(artifact.meta["mixture_weights"], np.float32)
         self.inv_t = np.float32(1.0 / temperature)
+        if self.table is not None:
+            # p^(1/T) of a product of powers: the temperature just scales the powers
+            self.weights = np.asarray(artifact.meta["mixture_weights"], np.float32) * self.inv_t
 
     def __call__(self, logits: np.ndarray, context: np.ndarray, forbidden: list[int]) -> np.ndarray:
-        logits[:, forbidden] = -np.inf
         if self.table is None:
             logits *= self.inv_t  # softmax(logits / T): temperature for free
+        else:
+            table_p, bucket = self.table.distributions(context)
+            logits = mixture.log_weights(logits, table_p, self.weights, bucket)
+        logits[:, forbidden] = -np.inf
         logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits, out=logits)
-        if self.table is None:
-            return p
-        p /= p.sum(axis=1, keepdims=True)
-        table_p, bucket = self.table.distributions(context)
-        table_p[:, forbidden] = 0.0
-        w = self.weights[bucket][:, None]
-        p *= w
-        p += (1 - w) * table_p
-        return p if self.inv_t == 1 else np.power(p, self.inv_t, out=p)
+        return np.exp(logits, out=logits)
 
 
 def _choose(p: np.ndarray, rng: np.random.Generator, top_k: int, top_p: float) -> np.ndarray:

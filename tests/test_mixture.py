@@ -1,0 +1,71 @@
+"""The log-linear mixture of network and table: fitting finds the weights that made
+the data, and the mixed distribution is a proper one."""
+import numpy as np
+
+from trainer import mixture
+from trainer.ngram import BUCKETS
+
+
+def draw(rng, rows: int, vocab: int, weights: np.ndarray, bucket: np.ndarray):
+    """Two random experts and symbols drawn from their product with known powers."""
+    net_logp = np.log(rng.dirichlet(np.full(vocab, 0.3), rows)).astype(np.float32)
+    table_p = rng.dirichlet(np.full(vocab, 0.3), rows).astype(np.float32) + 1e-6
+    lw = mixture.log_weights(net_logp.astype(np.float64), table_p.astype(np.float64), weights, bucket)
+    p = np.exp(lw - lw.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    targets = (p.cumsum(axis=1) < rng.random((rows, 1))).sum(axis=1).clip(0, vocab - 1)
+    return net_logp, table_p, targets
+
+
+def test_fit_recovers_the_weights_that_made_the_data():
+    rng = np.random.default_rng(0)
+    true = np.tile([0.5, 0.5], (BUCKETS, 1))
+    true[3], true[BUCKETS - 1] = [0.9, 0.2], [0.3, 1.1]
+    bucket = rng.choice([3, BUCKETS - 1], 8000)
+    bucket[:100] = 5  # too rare to be fitted alone: it gets the overall pair
+    net_logp, table_p, targets = draw(rng, len(bucket), 40, true, bucket)
+    fitted = np.array(mixture.fit(net_logp, table_p, targets, bucket))
+    np.testing.assert_allclose(fitted[3], true[3], atol=0.08)
+    np.testing.assert_allclose(fitted[BUCKETS - 1], true[BUCKETS - 1], atol=0.08)
+    assert np.all(fitted[5] == fitted[0])  # neither bucket had enough rows
+    # the fitted mixture predicts its data better than either expert alone
+    mixed = mixture.log_probs(net_logp, table_p, fitted, bucket, targets).mean()
+    rows = np.arange(len(targets))
+    assert mixed > net_logp[rows, targets].mean() and mixed > np.log(table_p[rows, targets]).mean()
+
+
+def test_log_probs_are_normalized():
+    rng = np.random.default_rng(1)
+    weights = rng.uniform(0, 1.5, (BUCKETS, 2))
+    bucket = rng.integers(0, BUCKETS, 50)
+    net_logp, table_p, _ = draw(rng, 50, 30, weights, bucket)
+    total = np.zeros(50)
+    for symbol in range(30):
+        total += np.exp(mixture.log_probs(net_logp, table_p, weights, bucket, np.full(50, symbol)))
+    np.testing.assert_allclose(total, 1.0, rtol=1e-6)
+
+
+def test_the_sampler_draws_from_the_distribution_that_is_scored():
+    """sample.Mixer works from raw logits and folds the temperature into the powers;
+    at temperature 1 it must give exactly the mixture that evaluation scores."""
+    from trainer import data, ngram
+    from trainer.data import Post, Vocab
+    from trainer.model import Artifact, ModelConfig
+    from trainer.sample import Mixer
+
+    vocab = Vocab(list("abcdefghijklmnopqrstuvwxyz "))
+    encoded = data.encode_posts(vocab, [Post(str(i), None, t) for i, t in
+                                        enumerate(["we will win", "we are here", "win it", "here we go"] * 5)])
+    table = ngram.NGram.fit(encoded, len(vocab))
+    rng = np.random.default_rng(2)
+    weights = rng.uniform(0.2, 1.2, (BUCKETS, 2))
+    art = Artifact(ModelConfig(), vocab, [], {"mixture_weights": weights.tolist()}, table)
+    contexts = ngram.contexts(encoded[:3])
+    logits = rng.normal(0, 3, (len(contexts), len(vocab))).astype(np.float32)
+    got = Mixer(art, temperature=1.0)(logits.copy(), contexts, forbidden=[])
+    got /= got.sum(axis=1, keepdims=True)
+    net_logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    table_p, bucket = table.distributions(contexts)
+    for symbol in range(len(vocab)):
+        want = np.exp(mixture.log_probs(net_logp, table_p, weights, bucket, np.full(len(contexts), symbol)))
+        np.testing.assert_allclose(got[:, symbol], want, rtol=1e-4, atol=1e-7)
