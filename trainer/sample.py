@@ -187,10 +187,12 @@ def sample(
     for i in prime_ids:
         logits, state = net.step(np.array([i], np.int32), state)
     start = _Start(logits[0], [s[0] for s in state], ngram.start_context(prime_ids))
-    # bounded: a model that never ends a post yields nothing rather than running on
+    # Bounded: a model that never ends a post yields nothing rather than running on.
+    # Generous, because a weak model at a low temperature may end only one candidate
+    # in several within 280 characters.
     width = min(batch_size, n)
     with np.errstate(over="ignore"):
-        texts = _run(net, Mixer(artifact, temperature), start, width, n, 2 * n + width, rng, top_k, top_p,
+        texts = _run(net, Mixer(artifact, temperature), start, width, n, 8 * n + width, rng, top_k, top_p,
                      forbidden, _char_weights(artifact.vocab), budget)
     texts = [(prime + artifact.vocab.decode(t)).strip() for t in texts]
     return [t for t in texts if len(t) > len(prime.strip()) and weighted_length(t) <= MAX_WEIGHTED_LENGTH][:n]
