@@ -75,19 +75,49 @@ def reference_sampler_posts_per_s(artifact, n_posts: int = 3, top_n: int = 3) ->
     return n_posts / (time.monotonic() - t0)
 
 
-def sampling(artifact, reference: bool = True) -> dict:
+def sampling(artifact, reference: bool = True, repeats: int = 3) -> dict:
+    """Candidate posts a second (each ended within X's 280), median of `repeats` runs:
+    this machine's speed varies by 10-20% from one minute to the next. Also the bound
+    that the network's matrix products alone set: what the sampler would reach if
+    everything else (gates, mixing, drawing) were free."""
+    import numpy as np
+
     from trainer.sample import StepNet, sample
 
     net = StepNet(artifact)
+    step, rows = net.step, []
+
+    def counting_step(ids, state):
+        rows.append(len(ids))
+        return step(ids, state)
+
+    net.step = counting_step
     sample(artifact, 16, net=net, seed=0)  # warm up
     res = {}
     for batch, n in ((1, 20), (256, 2048)):
-        t0 = time.monotonic()
-        got = sample(artifact, n, batch_size=batch, net=net, seed=1)
-        secs = time.monotonic() - t0
-        res[f"batch{batch}_posts_per_s"] = round(len(got) / secs, 1)
+        runs = []
+        for rep in range(1 if batch == 1 else repeats):
+            rows.clear()
+            t0 = time.monotonic()
+            got = sample(artifact, n, batch_size=batch, net=net, seed=1 + rep)
+            runs.append((len(got) / (time.monotonic() - t0), got, sum(rows)))
+        posts_per_s, got, row_steps = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+        secs = len(got) / posts_per_s
+        res[f"batch{batch}_posts_per_s"] = round(posts_per_s, 1)
+        if len(runs) > 1:
+            res[f"batch{batch}_posts_per_s_range"] = [round(min(r[0] for r in runs)), round(max(r[0] for r in runs))]
         res[f"batch{batch}_chars_per_s"] = round(sum(len(t) + 1 for t in got) / secs)
         res[f"batch{batch}_mean_post_chars"] = round(sum(len(t) for t in got) / max(len(got), 1), 1)
+        res[f"batch{batch}_network_steps_per_post"] = round(row_steps / len(got), 1)  # ended ones and dropped ones
+    h = np.random.default_rng(0).random((256, net.units), dtype=np.float32)
+    for _ in range(20):
+        [h @ w for w in net.fused]
+    t0 = time.monotonic()
+    for _ in range(200):
+        [h @ w for w in net.fused]
+    product_s = (time.monotonic() - t0) / 200
+    res["matrix_products_ms_per_step_of_256"] = round(product_s * 1e3, 2)
+    res["bound_posts_per_s_from_products_alone"] = round(256 / product_s / res["batch256_network_steps_per_post"])
     if reference:
         res["reference_posts_per_s"] = round(reference_sampler_posts_per_s(artifact), 2)
         res["ratio_batch256_vs_reference"] = round(res["batch256_posts_per_s"] / res["reference_posts_per_s"])

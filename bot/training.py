@@ -4,7 +4,8 @@ Why a child process: importing TensorFlow costs ~2 s and ~400 MB, and a fine-tun
 holds a CPU for a minute or more. In a child (`python -m bot.training ...`) the
 daemon's own memory stays small, its posting thread keeps running, and a SIGTERM can
 abandon a fine-tune at once (the child is killed; the half-trained model was never
-registered, so nothing is lost).
+registered, so nothing is lost). A daemon killed outright (kill -9) cannot kill its
+child, so the child watches for that itself and stops.
 
 The child trains, then measures the new model and the current one on the same
 held-out posts (the newest 10% of the account's posts *now*: comparing each model's
@@ -21,6 +22,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -123,6 +125,19 @@ def train_target(
 
 
 # --- the child process --------------------------------------------------------------------
+def _exit_with_parent(poll_seconds: float = 1.0) -> None:
+    """Exit when the daemon that started this child is gone: nobody would register
+    the model, and a restarted daemon starts the same fine-tune again."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:  # an orphan is adopted by another process
+            time.sleep(poll_seconds)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _child(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot.training", description="fine-tune one account (child process)")
     parser.add_argument("--posts", required=True)
@@ -131,6 +146,7 @@ def _child(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, required=True)
     parser.add_argument("--current", default=None, help="the model in use, measured on the same held-out posts")
     args = parser.parse_args(argv)
+    _exit_with_parent()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     from trainer.data import read_posts
     from trainer.errors import TrainerError

@@ -124,3 +124,43 @@ def test_sigterm_during_a_finetune_exits_0_promptly_and_keeps_no_half_model(sand
     with Store(tmp_path / "data") as store:
         assert store.model_info(TARGET) is None
     assert not list((tmp_path / "data" / "models").rglob("*.zip"))
+
+
+def _running(pid: int) -> bool:
+    """True while `pid` runs (an exited child nobody has reaped yet is a zombie, not running)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_a_finetune_child_stops_when_its_daemon_is_killed_outright(shared_users, tmp_path, tiny_base_path):
+    # A kill -9 of the daemon alone (the OOM killer, say) cannot take the child with it.
+    import subprocess
+    import sys
+
+    from tests.bot_helpers import REPO
+    from trainer.data import read_posts
+
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text("".join(f'{{"id": "{p.id}", "text": {__import__("json").dumps(p.text)}}}\n'
+                             for p in read_posts(shared_users / "AndrewYang.jsonl.gz")))
+    child_cmd = (f"{sys.executable} -m bot.training --posts {posts} --base {tiny_base_path} "
+                 f"--out {tmp_path / 'v1.zip'} --max-seconds 120")
+    parent = subprocess.Popen(["sh", "-c", f"{child_cmd} >/dev/null 2>&1 & echo $!; wait"], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    child = int(parent.stdout.readline())
+    try:
+        time.sleep(4)
+        assert _running(child)  # fine-tuning, with 120 s of budget
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _running(child)
+        assert not (tmp_path / "v1.zip").exists()
+    finally:
+        if _running(child):
+            os.kill(child, signal.SIGKILL)

@@ -62,7 +62,9 @@ def test_me_and_resolve(client):
 def test_paging_stops_at_the_3200_cap(shared_users, sleeps):
     full = shared_users / "realDonaldTrump.jsonl.gz"  # 20,638 posts; the API serves the newest 3,200
     with start_sandbox(seed=[full]) as sb:
-        client = XClient(sb.settings(), sleep=sleeps.append)
+        # A generous timeout: on a busy machine one page once took over the default 15 s,
+        # and the client's (correct) retry made it 33 requests.
+        client = XClient(sb.settings(), sleep=sleeps.append, request_timeout=60)
         posts = client.fetch_posts("realDonaldTrump", include_replies=True)
         assert sb.count_requests("GET", TIMELINE) == 32  # 100 a page
     newest = _newest(full, 3200)

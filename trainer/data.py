@@ -109,6 +109,9 @@ class Vocab:
         self.chars = list(chars)
         self.itos = SPECIALS + self.chars
         self.stoi = {c: i for i, c in enumerate(self.itos) if i >= len(SPECIALS)}
+        # what each id decodes to: UNK has no character of its own and decodes to U+FFFD,
+        # so that filters can see it; padding decodes to nothing
+        self._text = ["\ufffd" if i == UNK else "" if i < len(SPECIALS) else c for i, c in enumerate(self.itos)]
 
     def __len__(self) -> int:
         return len(self.itos)
@@ -117,18 +120,13 @@ class Vocab:
         get = self.stoi.get
         return np.fromiter((get(c, UNK) for c in text), dtype=np.int32, count=len(text))
 
-    def decode(self, ids: Iterable[int]) -> str:
-        # UNK has no character of its own; it decodes to U+FFFD so filters can see it
-        out = []
-        for i in ids:
-            i = int(i)
-            if i == EOS:
-                break
-            if i >= len(SPECIALS):
-                out.append(self.itos[i])
-            elif i == UNK:
-                out.append("\ufffd")
-        return "".join(out)
+    def decode(self, ids: np.ndarray | list[int]) -> str:
+        """The text of `ids`, up to the first end-of-post."""
+        ids = np.asarray(ids, np.int64)
+        ends = np.flatnonzero(ids == EOS)
+        if len(ends):
+            ids = ids[: ends[0]]
+        return "".join([self._text[i] for i in ids.tolist()])
 
     @classmethod
     def build(cls, texts: Iterable[str], max_size: int = 256) -> "Vocab":

@@ -81,6 +81,8 @@ def weighted_length(text: str) -> int:
 
 
 def _weight_plain(text: str) -> int:
+    if text.isascii():  # every ASCII character weighs 1 (and none is part of an emoji sequence)
+        return len(text)
     total = 0
     after_zwj = False
     pending_regional = False
