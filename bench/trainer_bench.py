@@ -148,10 +148,11 @@ def filter_pass_rates(tuned, account: str = "AndrewYang", n: int = 512) -> dict:
 
 def training_throughput(artifact, account: str = "AndrewYang", steps: int = 30) -> float:
     """Characters a second through fine-tuning steps on real posts."""
-    import keras
-
     from trainer.model import to_keras
+    from trainer.tfimport import tensorflow_and_keras
     from trainer.train import FINETUNE_TRAIN
+
+    _, keras = tensorflow_and_keras()
 
     model = to_keras(artifact)
     model.compile(optimizer=keras.optimizers.Adam(1e-3),

@@ -64,6 +64,8 @@ def train_target(
     target = store.target(handle)
     name = target["handle"] if target else handle.lstrip("@")
     posts = store.posts(name)
+    if len(posts) < MIN_FINETUNE_POSTS:
+        raise BotError(f"@{name} has {len(posts)} posts stored: fine-tuning needs at least {MIN_FINETUNE_POSTS}")
     base = Path(settings.base_model)
     if not base.is_file():
         raise BotError(f"no base model at {base}: set BOT_BASE_MODEL to a model file (python -m trainer base ...)")
@@ -98,7 +100,8 @@ def train_target(
     if child.returncode != 0:
         out.unlink(missing_ok=True)
         lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
-        raise BotError(f"fine-tuning @{name} failed: {lines[-1] if lines else f'exit code {child.returncode}'}")
+        why = lines[-1].removeprefix("error: ") if lines else f"exit code {child.returncode}"
+        raise BotError(f"fine-tuning @{name} failed: {why}")
     result = json.loads(stdout.strip().splitlines()[-1])
     store.set_cursor(f"trained_on:{name.lower()}", str(len(posts)))
     new_bpc, old_bpc = result["heldout_bits_per_char"], result.get("current_bits_per_char")
@@ -148,15 +151,17 @@ def _child(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _exit_with_parent()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from trainer.data import read_posts
+    from trainer.data import read_posts, split_account
     from trainer.errors import TrainerError
-    from trainer.evaluate import bits_per_char
     from trainer.model import load, save
-    from trainer.train import finetune, split_account
 
     try:
-        posts = read_posts(args.posts)
-        artifact = finetune(load(args.base), posts, max_seconds=args.max_seconds)
+        posts, base = read_posts(args.posts), load(args.base)
+        split_account(posts)  # too few posts: said before TensorFlow loads
+        from trainer.evaluate import bits_per_char
+        from trainer.train import finetune
+
+        artifact = finetune(base, posts, max_seconds=args.max_seconds)
         current_bpc = None
         if args.current:
             _, _, heldout = split_account(posts)

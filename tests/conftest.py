@@ -10,10 +10,7 @@ import pytest
 from bot.sandbox import Sandbox, start_sandbox
 from bot.store import Store
 from tests.bot_helpers import bot_env, tiny_base_path  # noqa: F401  (tiny_base_path is a fixture)
-
-REPO = Path(__file__).resolve().parent.parent
-# The project's read-only data (tests may read it; the product never needs it).
-SHARED_USERS = REPO.parent / "shared" / "data" / "users"
+from tests.trainer_helpers import shared_data
 
 
 @pytest.fixture
@@ -40,9 +37,8 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 def shared_users() -> Path:
-    """shared/data/users: real timelines (read only)."""
-    assert SHARED_USERS.is_dir(), f"the project's data is missing: {SHARED_USERS}"
-    return SHARED_USERS
+    """../shared/data/users: real timelines (read only); the test is skipped without them."""
+    return shared_data() / "users"
 
 
 @pytest.fixture

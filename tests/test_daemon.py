@@ -135,17 +135,17 @@ def _running(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
-def test_a_finetune_child_stops_when_its_daemon_is_killed_outright(shared_users, tmp_path, tiny_base_path):
+def test_a_finetune_child_stops_when_its_daemon_is_killed_outright(tmp_path, tiny_base_path):
     # A kill -9 of the daemon alone (the OOM killer, say) cannot take the child with it.
     import subprocess
     import sys
 
     from tests.bot_helpers import REPO
-    from trainer.data import read_posts
+    from tests.trainer_helpers import account_posts
 
     posts = tmp_path / "posts.jsonl"
     posts.write_text("".join(f'{{"id": "{p.id}", "text": {__import__("json").dumps(p.text)}}}\n'
-                             for p in read_posts(shared_users / "AndrewYang.jsonl.gz")))
+                             for p in account_posts()))
     child_cmd = (f"{sys.executable} -m bot.training --posts {posts} --base {tiny_base_path} "
                  f"--out {tmp_path / 'v1.zip'} --max-seconds 120")
     parent = subprocess.Popen(["sh", "-c", f"{child_cmd} >/dev/null 2>&1 & echo $!; wait"], cwd=REPO,

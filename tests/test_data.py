@@ -10,7 +10,7 @@ from trainer.data import EOS, UNK, Post, Vocab
 from trainer.errors import TrainerError
 from trainer.text import URL_SYMBOL
 
-from tests.trainer_helpers import user_file
+from tests.trainer_helpers import ACCOUNT_FILE
 
 
 def write_jsonl(path, recs, gz=True):
@@ -20,7 +20,7 @@ def write_jsonl(path, recs, gz=True):
 
 
 def test_reads_real_gzip_jsonl_and_drops_retweets(tmp_path):
-    posts = data.read_posts(user_file("AndrewYang"))
+    posts = data.read_posts(ACCOUNT_FILE)
     assert len(posts) > 3000
     assert all(p.text and "https://t.co" not in p.text for p in posts)
     assert any(URL_SYMBOL in p.text for p in posts)

@@ -13,7 +13,8 @@ import pytest
 from bot.errors import BotError
 from bot.ingest import import_posts, read_archive
 
-from conftest import REPO
+from tests.bot_helpers import REPO
+from tests.trainer_helpers import ACCOUNT_FILE
 
 
 def tweet(id_str: str, text: str, created: str = "Wed Oct 10 20:19:24 +0000 2018", **extra) -> dict:
@@ -108,12 +109,12 @@ def test_malformed_csv(tmp_path, content, message):
     assert str(caught.value).startswith(str(path))
 
 
-def test_json_lines_gzip_as_in_shared_data(shared_users):
-    path = shared_users / "AndrewYang.jsonl.gz"
+def test_json_lines_gzip_as_in_shared_data():
+    path = ACCOUNT_FILE  # the shared data's format
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         expected = [json.loads(line) for line in handle]
     posts = read_archive(path)
-    assert len(posts) == 3149
+    assert len(posts) == 3200
     assert posts == expected  # same keys, same values, same order
 
 
@@ -153,19 +154,20 @@ def test_unreadable_files(tmp_path):
         read_archive(tmp_path)
 
 
-def test_import_dedupes_and_never_half_stores(store, tmp_path, shared_users):
-    source = shared_users / "BernieSanders.jsonl.gz"
-    assert import_posts(store, "berniesanders", source) == (2303, 2303)
-    assert import_posts(store, "BernieSanders", source) == (0, 2303)
-    assert store.posts("BernieSanders")[-1]["user"] == "berniesanders"  # the handle as first given
+def test_import_dedupes_and_never_half_stores(store, tmp_path):
+    source = ACCOUNT_FILE
+    assert import_posts(store, "realdonaldtrump", source) == (3200, 3200)
+    assert import_posts(store, "realDonaldTrump", source) == (0, 3200)
+    assert store.posts("realDonaldTrump")[-1]["user"] == "realdonaldtrump"  # the handle as first given
     bad = tmp_path / "more.jsonl"
-    good_lines = [json.dumps({"id": str(n), "user": "BernieSanders", "text": f"new {n}"}) for n in range(50)]
+    good_lines = [json.dumps({"id": str(n), "user": "realDonaldTrump", "text": f"new {n}"}) for n in range(50)]
     bad.write_text("\n".join(good_lines + ["{broken"]) + "\n", encoding="utf-8")
     with pytest.raises(BotError, match="line 51"):
-        import_posts(store, "BernieSanders", bad)
-    assert store.post_count("BernieSanders") == 2303  # none of the 50 good lines stored
-    with pytest.raises(BotError, match="holds posts of @AndrewYang, not of @BernieSanders"):
-        import_posts(store, "BernieSanders", shared_users / "AndrewYang.jsonl.gz")
+        import_posts(store, "realDonaldTrump", bad)
+    assert store.post_count("realDonaldTrump") == 3200  # none of the 50 good lines stored
+    with pytest.raises(BotError, match="holds posts of @realDonaldTrump, not of @BernieSanders"):
+        import_posts(store, "BernieSanders", source)
+    assert store.post_count("BernieSanders") == 0
     only_retweets = tmp_path / "rts.csv"
     only_retweets.write_text("text\nRT @a: b\n", encoding="utf-8")
     with pytest.raises(BotError, match="no posts to import"):

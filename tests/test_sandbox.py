@@ -25,7 +25,7 @@ from bot.sandbox import (
 )
 from bot.xclient import XClient
 
-from conftest import REPO
+from tests.bot_helpers import REPO
 
 OAUTH = OAuth1(SANDBOX_CONSUMER_KEY, SANDBOX_CONSUMER_SECRET, SANDBOX_ACCESS_TOKEN, SANDBOX_ACCESS_TOKEN_SECRET)
 BEARER = {"Authorization": f"Bearer {SANDBOX_BEARER_TOKEN}"}

@@ -15,7 +15,7 @@ import pytest
 from bot.errors import BotError
 from bot.store import DB_NAME, SCHEMA_VERSION, Store
 
-from conftest import REPO
+from tests.bot_helpers import REPO
 
 
 def post(n: int, **extra) -> dict:

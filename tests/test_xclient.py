@@ -19,6 +19,7 @@ from bot.sandbox import (
     SANDBOX_BEARER_TOKEN,
     SANDBOX_CONSUMER_KEY,
     SANDBOX_CONSUMER_SECRET,
+    DEFAULT_SEED,
     SUSPENDED_USERNAME,
     start_sandbox,
 )
@@ -73,8 +74,8 @@ def test_paging_stops_at_the_3200_cap(shared_users, sleeps):
     assert sleeps == []
 
 
-def test_replies_left_out_by_default_without_losing_reach(client, sandbox, shared_users):
-    newest = _newest(shared_users / "realDonaldTrump.jsonl.gz", 3200)
+def test_replies_left_out_by_default_without_losing_reach(client, sandbox):
+    newest = _newest(DEFAULT_SEED[0], 3200)  # what the sandbox serves
     replies = {p["id"] for p in newest if p["text"].startswith("@")}
     assert replies  # the sample has some
     posts = client.fetch_posts("realDonaldTrump")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -16,30 +15,39 @@ DEFAULT_BASE_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "b
 
 
 def cmd_base(args: argparse.Namespace) -> int:
-    from trainer.model import ModelConfig, load
-    from trainer.train import BASE_TRAIN, train_base
     from dataclasses import replace
+
+    from trainer.model import ModelConfig, load
 
     data = args.data or (DEFAULT_BASE_DATA if DEFAULT_BASE_DATA.exists() else None)
     if data is None:
         raise TrainerError("no base corpus: pass --data FILE (gzip JSON Lines or text, one post a line)")
+    if not Path(data).is_file():
+        raise TrainerError(f"{data}: no such file")
+    init = load(args.init) if args.init else None
+    from trainer.train import BASE_TRAIN, train_base
+
     cfg = replace(BASE_TRAIN, max_seconds=args.max_seconds, batch_size=args.batch_size,
                   learning_rate=args.learning_rate, steps_per_epoch=args.steps_per_epoch,
                   seed=args.seed)
     config = ModelConfig(cell=args.cell, layers=args.layers, units=args.units, embedding=args.embedding)
-    init = load(args.init) if args.init else None
     art = train_base(data, args.out, config, cfg, checkpoint_dir=args.checkpoint_dir, init=init)
     print(json.dumps({k: art.meta.get(k) for k in ("val_bits_per_char", "val_loss_nats", "posts", "epochs", "train_seconds")}))
     return 0
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from trainer.data import read_posts
+    from trainer.data import read_posts, split_account
     from trainer.model import load, save
+
+    # Everything a user can get wrong is checked before TensorFlow loads (seconds, and
+    # start-up lines of its own on some CPUs).
+    base = load(args.base)
+    posts = read_posts(args.posts)
+    split_account(posts)
     from trainer.train import finetune
 
-    base = load(args.base)
-    art = finetune(base, read_posts(args.posts), max_seconds=args.max_seconds)
+    art = finetune(base, posts, max_seconds=args.max_seconds)
     save(art, args.out)
     print(json.dumps(art.meta))
     return 0
@@ -123,7 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:

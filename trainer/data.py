@@ -102,6 +102,18 @@ def chronological_split(
     return ordered[:-n_held], ordered[-n_held:]
 
 
+def split_account(posts: list[Post]) -> tuple[list[Post], list[Post], list[Post]]:
+    """(train, early-stopping slice, held out): chronological, the held-out part newest."""
+    if len(posts) < MIN_FINETUNE_POSTS:
+        raise TrainerError(
+            f"only {len(posts)} posts: fine-tuning needs at least {MIN_FINETUNE_POSTS} "
+            "(10% are held out for evaluation and 10% of the rest decide when to stop)"
+        )
+    rest, heldout = chronological_split(posts)
+    train, stop_slice = chronological_split(rest)
+    return train, stop_slice, heldout
+
+
 class Vocab:
     """Characters <-> ids. Fixed by the base model; unseen characters map to UNK."""
 

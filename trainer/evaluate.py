@@ -39,8 +39,9 @@ def _forward(model):
     """The model's log-probabilities as one graph for every batch shape (Keras'
     predict functions retrace per new shape, which costs seconds each for a recurrent
     network), made once per model."""
-    import tensorflow as tf
+    from trainer.tfimport import tensorflow_and_keras
 
+    tf, _ = tensorflow_and_keras()
     if model not in _forwards:
         ref = weakref.ref(model)  # the cache must not keep the model alive
         _forwards[model] = tf.function(lambda x: tf.nn.log_softmax(ref()(x, training=False)),
@@ -82,9 +83,9 @@ def bits_per_char(artifact: Artifact, posts: list[Post], model=None) -> float:
 def evaluate_account(base: Artifact, posts: list[Post], max_seconds: float | None) -> dict:
     """Base vs fine-tuned vs the same network trained from scratch with the same
     time budget, all on the account's newest 10% (never trained on)."""
-    from trainer.train import finetune, split_account
+    _, _, heldout = data.split_account(posts)  # too few posts: an error before TensorFlow loads
+    from trainer.train import finetune
 
-    _, _, heldout = split_account(posts)
     t0 = time.monotonic()
     tuned = finetune(base, posts, max_seconds=max_seconds)
     finetune_seconds = time.monotonic() - t0

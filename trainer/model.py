@@ -52,8 +52,9 @@ class Artifact:
 
 def build_model(config: ModelConfig, vocab_size: int):
     """The Keras model: ids (batch, time) -> logits (batch, time, vocab)."""
-    import keras
+    from trainer.tfimport import tensorflow_and_keras
 
+    _, keras = tensorflow_and_keras()
     layer = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[config.cell]
     inputs = keras.Input(shape=(None,), dtype="int32")
     x = keras.layers.Embedding(vocab_size, config.embedding)(inputs)

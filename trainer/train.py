@@ -16,15 +16,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from trainer import data, mixture, ngram
-from trainer.data import MIN_FINETUNE_POSTS, Post, Vocab
+from trainer.data import Post, Vocab, split_account
 from trainer.errors import TrainerError
 from trainer.model import Artifact, ModelConfig, build_model, save
 from trainer.ngram import NGram
+from trainer.tfimport import tensorflow_and_keras
+
+tf, keras = tensorflow_and_keras()
 
 log = logging.getLogger(__name__)
 
@@ -209,18 +210,6 @@ def train_base(
     artifact = Artifact(model_config, vocab, model.get_weights(), meta)
     save(artifact, out)
     return artifact
-
-
-def split_account(posts: list[Post]) -> tuple[list[Post], list[Post], list[Post]]:
-    """(train, early-stopping slice, held out): chronological, the held-out part newest."""
-    if len(posts) < MIN_FINETUNE_POSTS:
-        raise TrainerError(
-            f"only {len(posts)} posts: fine-tuning needs at least {MIN_FINETUNE_POSTS} "
-            "(10% are held out for evaluation and 10% of the rest decide when to stop)"
-        )
-    rest, heldout = data.chronological_split(posts)
-    train, stop_slice = data.chronological_split(rest)
-    return train, stop_slice, heldout
 
 
 def finetune(
