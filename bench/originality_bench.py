@@ -38,7 +38,7 @@ DATA = ROOT.parent / "shared" / "data"
 MIN_WORDS = 4
 KINDS = [
     "exact", "case", "punctuation", "urls_mentions", "inserted", "deleted", "replaced",
-    "verbatim_run", "truncated", "glued",
+    "verbatim_run", "short_run", "truncated", "glued",
 ]
 
 
@@ -130,6 +130,20 @@ def p_verbatim_run(text, rng, other_words, account_posts):
     while not fits(out) and len(before) + len(after) > 2:
         (before if len(before) > len(after) else after).pop()
         out = " ".join(before + words[start : start + k] + after)
+    return out if fits(out) else None
+
+
+def p_short_run(text, rng, other_words, account_posts):
+    # 70% of a short post (8-10 words) in one run inside new text: "Honestly, <6 of 9
+    # words> and that is that." (the blind spot the quality issue measured: 16% passed)
+    words = text.split()
+    if not 8 <= nwords(text) <= 10 or len(words) > 10:
+        return None
+    k = -(-len(words) * 7 // 10)
+    start = rng.randrange(len(words) - k + 1)
+    before = [rng.choice(other_words) for _ in range(rng.randint(1, 6))]
+    after = [rng.choice(other_words) for _ in range(rng.randint(1, 6))]
+    out = " ".join(before + words[start : start + k] + after)
     return out if fits(out) else None
 
 

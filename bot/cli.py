@@ -196,17 +196,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Preview candidates with the filter's verdicts (nothing is posted)."""
     bot = _bot(args)
     try:
-        selection = bot.generate(args.handle, prime=args.prime, n=args.n, seed=args.seed)
+        selection = bot.generate(args.handle, mention=args.mention, n=args.n, seed=args.seed)
         verdicts = selection.passed + selection.rejected
         if args.json:
             _print_json({"handle": args.handle.lstrip("@"), "passed": len(selection.passed),
                          "rejected": len(selection.rejected), "candidates": [v.as_json() for v in verdicts]})
         else:
             for v in verdicts:
-                mark = "ok  " if v.ok else "NO  "
+                mark = f"#{v.rank:<4}" if v.ok else "NO   "
                 why = "" if v.ok else "  [" + "; ".join(v.reasons) + "]"
                 print(f"{mark}{v.final}{why}")
-            print(f"{len(selection.passed)} passed, {len(selection.rejected)} rejected")
+            print(f"{len(selection.passed)} passed, {len(selection.rejected)} rejected; #1 would be posted "
+                  "(--json shows each one's score)")
         return 0
     finally:
         bot.store.close()
@@ -356,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="preview candidate posts with the filter's verdicts")
     p.add_argument("handle", metavar="HANDLE")
     p.add_argument("-n", type=int, default=16, help="candidates per batch (default 16)")
-    p.add_argument("--prime", default="", help="text to continue from, as a reply does")
+    p.add_argument("--mention", default="", help="candidates for a reply to this text (as to a mention)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--json", action="store_true", help="one JSON object (stable keys)")
     data_dir(p)

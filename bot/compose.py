@@ -1,43 +1,102 @@
 """Sample, filter, choose: the one way the bot writes a post, for scheduled posts and
 replies alike. Plain values in (a loaded model, the near-copy index, the content
-checks, sampling knobs), a Selection out; nothing here touches the X API, the disk or
-the clock.
+checks, what the account's posts look like, sampling knobs), a Selection out; nothing
+here touches the X API, the disk or the clock.
 
-Replies are primed with the mention's text so that the model continues its topic; the
-prime is cut off again, so a reply is the model's own words only (the filter then
-judges exactly what would be posted).
+How the post is chosen among the candidates that passed the filter (bench/quality_bench.py
+measured the alternatives; BENCHMARKS.md): not the most novel one (mostly the shortest
+and oddest) nor the most probable one (over-regular text is easier to tell from the
+account's), but the one whose length is nearest a length drawn from the account's own
+posts, so that what is posted has the account's spread of lengths. The content checks
+have already rejected invented words, repeated phrases, unclosed brackets and
+openings with an @handle.
+
+A reply starts with one of the mention's content words (preferring words the account
+itself uses), so it takes up the mention's topic in the account's voice; the mention's
+own text is never fed to the model (a post primed with it ends soon after it, as one
+post), and a reply that repeats four or more of the mention's words in a row is rejected.
 """
 from __future__ import annotations
 
+import bisect
+import random
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field, replace
 
-from bot.originality import Checks, NearCopyIndex, Selection, select_from_batches
+from bot.originality import Checks, NearCopyIndex, Selection, Verdict, canonical_tokens, select_from_batches
+from trainer import words as vocabulary
 from trainer.model import Artifact
 from trainer.sample import StepNet, sample
-from trainer.text import normalize
 
-_MENTION_RE = re.compile(r"[@\uff20]\w+")
-_URL_RE = re.compile(r"(?:https?://|www\.)\S+")
-PRIME_CHARS = 120  # the mention's last characters the model reads before it writes
+KEYWORDS = 3  # a reply's candidates are shared among the mention's first 3 content words
+QUOTE_RUN = 4  # a reply may not repeat this many of the mention's words in a row
+NEVER_FIRST = "@.\uff20"  # a post never opens like a reply ("@name", ".@name")
+# Words too common to carry a topic (4+ letters: shorter words are never keywords);
+# the benchmark's list of English stop words has all of these.
+STOPWORDS = frozenset("""
+about above across after afterwards again against almost alone along already also although always among
+amongst amount another anyhow anyone anything anyway anywhere around back became because become becomes
+becoming been before beforehand behind being below beside besides between beyond both bottom call cannot
+cant could couldnt describe detail done down during each eight either eleven else elsewhere empty enough
+even ever every everyone everything everywhere except fifteen fifty fill find first five former formerly
+forty found four from front full further give hasnt have hence here hereafter hereby herein hereupon hers
+herself himself however hundred indeed interest into itself keep last latter latterly least less made many
+meanwhile might mine more moreover most mostly move much must myself name namely neither never nevertheless
+next nine nobody none noone nothing nowhere often once only onto other others otherwise ours ourselves over
+part perhaps please rather same seem seemed seeming seems serious several should show side since sincere
+sixty some somehow someone something sometime sometimes somewhere still such system take than that their
+them themselves then thence there thereafter thereby therefore therein thereupon these they thick third
+this those though three through throughout thru thus together toward towards twelve twenty under until
+upon very well were what whatever when whence whenever where whereafter whereas whereby wherein whereupon
+wherever whether which while whither whole whom whose will with within without would your yours yourself
+yourselves just like really want going gonna make today tonight know think thing things didn't don't
+doesn't isn't it's i'm you're we're they're that's there's can't won't
+""".split())
 
 
 @dataclass(frozen=True)
 class ComposeParams:
-    candidates: int = 64  # per batch
-    max_batches: int = 3
-    temperature: float = 0.8
+    candidates: int = 128  # per batch
+    max_batches: int = 2
+    temperature: float = 1.0
     top_p: float = 0.95
 
 
-def reply_prime(mention_text: str) -> str:
-    """What a reply is primed with: the mention without @handles and links, its last
-    PRIME_CHARS characters at a word boundary, then a space ("" if nothing is left)."""
-    text = " ".join(_URL_RE.sub(" ", _MENTION_RE.sub(" ", mention_text)).split())
-    if len(text) > PRIME_CHARS:
-        text = text[-PRIME_CHARS:].split(" ", 1)[-1]
-    text = normalize(text)
-    return text + " " if text else ""
+@dataclass(frozen=True)
+class Style:
+    """What the account's own posts look like: their lengths (sorted) and how often it
+    uses each word."""
+
+    lengths: tuple[int, ...] = ()
+    word_counts: Counter = field(default_factory=Counter)
+
+    @classmethod
+    def of(cls, texts: list[str]) -> Style:
+        return cls(tuple(sorted(len(t) for t in texts)), vocabulary.count(texts))
+
+    def quantile(self, length: int) -> float:
+        """Share of the account's posts shorter than `length` (ties count half)."""
+        if not self.lengths:
+            return 0.5
+        lo, hi = bisect.bisect_left(self.lengths, length), bisect.bisect_right(self.lengths, length)
+        return (lo + hi) / 2 / len(self.lengths)
+
+
+def content_words(text: str) -> list[str]:
+    """A text's topic words, in order, once each: 4+ letters, not stop words."""
+    seen: dict[str, None] = {}
+    for w in vocabulary.words(text):
+        if len(w) >= 4 and w not in STOPWORDS:
+            seen.setdefault(w)
+    return list(seen)
+
+
+def reply_keywords(mention: str, style: Style, k: int = KEYWORDS) -> list[str]:
+    """The mention's content words a reply may start with: words the account uses
+    first (its model can go on from them), longer (rarer) words before shorter."""
+    found = content_words(mention)
+    return sorted(found, key=lambda w: (style.word_counts.get(w, 0) == 0, -len(w)))[:k]
 
 
 def compose(
@@ -45,23 +104,66 @@ def compose(
     index: NearCopyIndex,
     checks: Checks,
     params: ComposeParams = ComposeParams(),
-    prime: str = "",
+    mention: str = "",
     seed: int | None = None,
     net: StepNet | None = None,
+    style: Style = Style(),
 ) -> Selection:
-    """Candidates for one post or reply, judged. `selection.best.final` is the text to
-    post; `selection.best` is None when nothing passed (skip the slot, log why)."""
+    """Candidates for one post (or, given the mention's text, one reply), judged and
+    ranked. `selection.best.final` is the text to post; `selection.best` is None when
+    nothing passed (skip the slot, log why)."""
     net = net or StepNet(artifact)
+    keywords = reply_keywords(mention, style) if mention else []
     draws = iter(range(params.max_batches))
 
     def batch() -> list[str]:
         n = next(draws)
-        texts = sample(artifact, params.candidates, temperature=params.temperature, top_p=params.top_p,
-                       prime=prime, seed=None if seed is None else seed + n, net=net)
-        if prime:
-            # the candidate is what follows the prime; its first letter is capitalized
-            texts = [t[len(prime):].strip() if t.startswith(prime) else t for t in texts]
-            texts = [t[:1].upper() + t[1:] for t in texts if t]
+        rng_seed = None if seed is None else seed + 1000 * n
+        if not keywords:
+            return sample(artifact, params.candidates, temperature=params.temperature, top_p=params.top_p,
+                          seed=rng_seed, net=net, never_first="" if mention else NEVER_FIRST)
+        texts = []
+        share = -(-params.candidates // len(keywords))
+        for i, word in enumerate(keywords):
+            prime = word[:1].upper() + word[1:] + " "
+            texts += sample(artifact, share, temperature=params.temperature, top_p=params.top_p, prime=prime,
+                            seed=None if rng_seed is None else rng_seed + i, net=net)
         return texts
 
-    return select_from_batches(batch, index, checks, max_batches=params.max_batches)
+    selection = select_from_batches(batch, index, checks, max_batches=params.max_batches)
+    if mention:
+        selection = _no_quotes(selection, mention)
+    return rank(selection, style, random.Random(seed), mention)
+
+
+def _no_quotes(selection: Selection, mention: str) -> Selection:
+    """Rejects the replies that repeat QUOTE_RUN or more of the mention's words in a row."""
+    said = canonical_tokens(mention)
+    runs = {tuple(said[i : i + QUOTE_RUN]) for i in range(len(said) - QUOTE_RUN + 1)}
+    passed, rejected = [], list(selection.rejected)
+    for v in selection.passed:
+        mine = canonical_tokens(v.final)
+        if any(tuple(mine[i : i + QUOTE_RUN]) in runs for i in range(len(mine) - QUOTE_RUN + 1)):
+            rejected.append(replace(v, ok=False, reasons=v.reasons + (f"quotes-mention: {QUOTE_RUN}+ of its words in a row",)))
+        else:
+            passed.append(v)
+    return Selection(passed, rejected, selection.batches)
+
+
+def rank(selection: Selection, style: Style, rng: random.Random, mention: str = "") -> Selection:
+    """Orders the passed candidates, best first, and records why in each one's score:
+    a reply sharing more of the mention's topic words first, then the length nearest
+    a length drawn from the account's own posts (its quantile `target`)."""
+    target = rng.random()
+    topic = set(content_words(mention)) if mention else set()
+    scored = []
+    for v in selection.passed:
+        q = style.quantile(len(v.final))
+        parts = {"length": len(v.final), "length_quantile": round(q, 3), "target_quantile": round(target, 3),
+                 "length_gap": round(abs(q - target), 3), "novelty": v.novelty}
+        if mention:
+            parts["topic_words"] = len(topic.intersection(vocabulary.words(v.final)))
+        scored.append(replace(v, score=parts))
+    scored.sort(key=lambda v: (-min(v.score.get("topic_words", 0), 2), v.score["length_gap"]))
+    ranked = [replace(v, rank=i + 1) for i, v in enumerate(scored)]
+    return Selection(ranked, selection.rejected, selection.batches)

@@ -1,6 +1,8 @@
 """Content checks every candidate post passes before it may be posted: no banned
-words, nobody pinged, no placeholder symbols, long enough, short enough for X, and
-not a repeat of what the bot itself posted lately.
+words, nobody pinged, no placeholder symbols, long enough, short enough for X, not a
+repeat of what the bot itself posted lately, and written like a post: real words only
+(when a vocabulary is given), not opening with an @handle (half of a conversation),
+no phrase said twice, brackets and quotes closed.
 
 Plain values in, plain values out: the caller reads the banned-words file path and
 the bot's recent posts (store, clock) and hands them over.
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from bot.errors import BotError
 from bot.originality import NearCopyIndex, canonical_tokens
+from trainer import words as vocabulary
 from trainer.text import MAX_WEIGHTED_LENGTH, URL_SYMBOL, URL_WEIGHT, weighted_length
 
 if TYPE_CHECKING:
@@ -39,6 +42,8 @@ _PLACEHOLDER_RE = re.compile("[\ufffd\ue001-\uf8ff\U000f0000-\U0010fffd]")
 # a normalized text made only of these (and no URL) weighs len(text). A fast path
 # only; tests check it against trainer.text.weighted_length on real posts.
 _LIGHT_ONLY_RE = re.compile("[\u0000-\u10ff\u2000-\u200c\u2010-\u201f\u2032-\u2037]*")
+_HANDLE_FIRST_RE = re.compile("^[.\\s]*[@\uff20]")  # "@name ..." and ".@name ...": replies' openings
+_PAIRS = (("(", ")"), ("[", "]"), ("\u201c", "\u201d"))
 
 
 def _weighted_length(text: str, raw_url: bool) -> int:
@@ -109,6 +114,7 @@ class ContentChecks:
         mentions: str = "defuse",
         min_words: int = DEFAULT_MIN_WORDS,
         recent_bot_posts: Iterable[str] = (),
+        known_words: frozenset[str] | None = None,
     ):
         if mentions not in MENTION_MODES:
             raise BotError(f"mentions must be one of {', '.join(MENTION_MODES)}, not {mentions!r}")
@@ -120,6 +126,7 @@ class ContentChecks:
         self._banned = BannedWords(words)
         self.mentions = mentions
         self.min_words = min_words
+        self.known_words = known_words  # None: any word may be posted
         # the bot's recent posts, for every target: X refuses duplicates, and readers
         # would notice; the same near-copy rules as for the target's own posts
         self._recent = NearCopyIndex()
@@ -165,7 +172,36 @@ class ContentChecks:
         length = _weighted_length(text, raw_url)
         if length > MAX_WEIGHTED_LENGTH:
             reasons.append(f"too-long: weighted length {length} (maximum {MAX_WEIGHTED_LENGTH})")
+        reasons.extend(self._style(text))
         return text, reasons
+
+    def _style(self, text: str) -> list[str]:
+        """What makes a candidate read as machine-made, or out of place as a post."""
+        reasons = []
+        if self.known_words is not None:
+            unknown = [w for w in vocabulary.words(text) if w not in self.known_words]
+            if unknown:
+                reasons.append("unknown-word: " + ", ".join(repr(w) for w in unknown[:3]))
+        if _HANDLE_FIRST_RE.match(text):
+            reasons.append("handle-first: opens with an @handle, like a reply")
+        said = canonical_tokens(text)
+        trigrams = list(zip(said, said[1:], said[2:]))
+        if len(set(trigrams)) < len(trigrams):
+            again = next(t for i, t in enumerate(trigrams) if t in trigrams[:i])
+            reasons.append(f"repetition: {' '.join(again)!r} twice")
+        for left, right in _PAIRS:
+            if text.count(left) != text.count(right):
+                reasons.append(f"unbalanced: {left}{right}")
+        if text.count('"') % 2:
+            reasons.append('unbalanced: "')
+        return reasons
+
+
+def known_words(account_texts: Iterable[str], base_words: frozenset[str] | None = None) -> frozenset[str]:
+    """The words the bot may post as an account: the base corpus's (shipped with the
+    project) and those the account itself used at least vocabulary.MIN_COUNT times."""
+    base = vocabulary.load() if base_words is None else base_words
+    return base | vocabulary.known(vocabulary.count(account_texts))
 
 
 def checks_from_store(

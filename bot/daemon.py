@@ -13,7 +13,7 @@ What it does, job by job (APScheduler BackgroundScheduler; see `schedule_jobs`):
              filter, post the best. The slot is recorded before sending, so a slot is
              never posted twice, even after kill -9.
   mentions   every BOT_MENTIONS_INTERVAL: read new mentions, decide (bot/replies.py),
-             reply as the target named (primed with the mention). Each mention once.
+             reply as the target named (on the mention's topic). Each mention once.
   SIGTERM/SIGINT: stop taking jobs, kill a running fine-tune, wait at most a few
              seconds for the current step, exit 0.
 Without credentials (or with BOT_DRY_RUN) nothing is sent: the text is logged instead.
@@ -38,8 +38,8 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from bot import replies
-from bot.compose import ComposeParams, compose, reply_prime
-from bot.content import DEFAULT_BANNED_WORDS_FILE, checks_from_store
+from bot.compose import ComposeParams, Style, compose
+from bot.content import DEFAULT_BANNED_WORDS_FILE, checks_from_store, known_words
 from bot.errors import BotError
 from bot.originality import Selection, index_from_store
 from bot.settings import Settings
@@ -139,6 +139,7 @@ class Bot:
         self.store = store
         self.stop = stop or threading.Event()
         self.models = ModelCache()
+        self._styles: dict[str, tuple[int, Style, frozenset[str]]] = {}  # handle -> (posts, style, words)
         self.scheduler: Any = None
         self.training: list = []  # the running fine-tune child process, if any
         self.client: XClient | None = None
@@ -226,19 +227,34 @@ class Bot:
         return ""
 
     # --- composing ----------------------------------------------------------------------
-    def generate(self, handle: str, prime: str = "", n: int | None = None, seed: int | None = None) -> Selection:
+    def generate(self, handle: str, mention: str = "", n: int | None = None, seed: int | None = None) -> Selection:
+        """Candidates for a post as `handle` (a reply to `mention`'s text if given),
+        judged and ranked: `best` is what would be posted."""
         info = self.store.model_info(handle)
         if info is None:
             raise BotError(f"@{handle.lstrip('@')} has no model yet (python -m bot train {handle.lstrip('@')})")
         artifact, net = self.models.get(info["path"])
         s = self.settings
         index = index_from_store(self.store, handle)
+        style, vocabulary = self._style(handle)
         checks = checks_from_store(
             self.store, now=_now(), repeat_days=s.repeat_days, mentions=s.mentions_mode, min_words=s.min_words,
             banned_words_file=s.banned_words_file or DEFAULT_BANNED_WORDS_FILE,
+            known_words=vocabulary if s.real_words else None,
         )
         params = ComposeParams(n or s.candidates, s.max_batches, s.temperature, s.top_p)
-        return compose(artifact, index, checks, params, prime=prime, seed=seed, net=net)
+        return compose(artifact, index, checks, params, mention=mention, seed=seed, net=net, style=style)
+
+    def _style(self, handle: str) -> tuple[Style, frozenset[str]]:
+        """The account's lengths and word counts, and the words it may post: made again
+        only when its stored posts changed."""
+        key, count = handle.lstrip("@").lower(), self.store.post_count(handle)
+        cached = self._styles.get(key)
+        if cached is None or cached[0] != count:
+            texts = [p["text"] for p in self.store.posts(handle)]
+            cached = (count, Style.of(texts), known_words(texts))
+            self._styles[key] = cached
+        return cached[1], cached[2]
 
     def pick_target(self) -> dict | None:
         """The next target to post as: the fewest posts per unit of weight (equal weights:
@@ -437,7 +453,7 @@ class Bot:
 
     def reply(self, mention: dict, target: str, dry_run: bool = False) -> Outcome:
         ticked = time.monotonic()
-        selection = self.generate(target, prime=reply_prime(mention.get("text", "")))
+        selection = self.generate(target, mention=mention.get("text", "") or " ")
         if selection.best is None:
             reason = "no candidate passed the filter"
             self.store.mark_mention(mention["id"], "skipped", reason=reason, author_id=mention.get("author_id"))

@@ -73,7 +73,7 @@ class NearCopyParams:
 
     min_similarity: float = 0.75  # word-level Indel similarity that makes a light edit
     min_run: int = 5  # shortest verbatim word run that counts towards min_candidate_fraction
-    min_post_run: int = 7  # shortest run that counts towards min_post_fraction
+    min_post_run: int = 6  # shortest run that counts towards min_post_fraction
     min_post_fraction: float = 0.60  # a run holding this much of an indexed post
     min_candidate_fraction: float = 0.80  # runs covering this much of the candidate
     shingle: int = 2  # words per shingle in the inverted index
@@ -386,16 +386,19 @@ class Verdict:
     final: str
     novelty: float  # 1 - the near-copy score: 1 = shares nothing with indexed posts
     resembles: str | None = None  # id of the indexed post it resembles most
+    score: dict = field(default_factory=dict, compare=False)  # why it ranks where it does (bot/compose.py)
+    rank: int | None = None  # 1 = what would be posted; None: not ranked (rejected)
 
     def as_json(self) -> dict:
         return {"text": self.text, "ok": self.ok, "reasons": list(self.reasons), "final": self.final,
-                "novelty": round(self.novelty, 3), "resembles": self.resembles}
+                "novelty": round(self.novelty, 3), "resembles": self.resembles, "rank": self.rank,
+                "score": self.score}
 
 
 @dataclass
 class Selection:
-    """Candidates that passed (best first: most novel) and every rejection with its
-    reasons."""
+    """Candidates that passed (best first once bot.compose.rank ordered them; most novel
+    first before that) and every rejection with its reasons."""
 
     passed: list[Verdict] = field(default_factory=list)
     rejected: list[Verdict] = field(default_factory=list)

@@ -76,9 +76,10 @@ class Settings:
     default_target: str | None = None  # imitated when a mention names no target
 
     # --- composing (bot/compose.py + the filter) ---
-    candidates: int = 64  # candidates sampled per batch
-    max_batches: int = 3  # batches tried before a slot is skipped
-    temperature: float = 0.8
+    candidates: int = 128  # candidates sampled per batch (the choice needs a pool: bot/compose.py)
+    max_batches: int = 2  # batches tried before a slot is skipped
+    temperature: float = 1.0
+    real_words: bool = True  # post only words of the base corpus or the account (trainer/words.py)
     top_p: float = 0.95
     min_words: int = 4
     repeat_days: int = 30  # never repeat what the bot posted in this many days
@@ -144,9 +145,10 @@ class Settings:
             reply_backlog=r.number("BOT_REPLY_BACKLOG", 3600.0, low=0, high=30 * 86400),
             blocklist=r.handles("BOT_BLOCKLIST"),
             default_target=r.handle("BOT_DEFAULT_TARGET"),
-            candidates=r.integer("BOT_CANDIDATES", 64, low=1, high=4096),
-            max_batches=r.integer("BOT_MAX_BATCHES", 3, low=1, high=100),
-            temperature=r.number("BOT_TEMPERATURE", 0.8, low=0.05, high=5),
+            candidates=r.integer("BOT_CANDIDATES", 128, low=1, high=4096),
+            max_batches=r.integer("BOT_MAX_BATCHES", 2, low=1, high=100),
+            temperature=r.number("BOT_TEMPERATURE", 1.0, low=0.05, high=5),
+            real_words=r.boolean("BOT_REAL_WORDS", True),
             top_p=r.number("BOT_TOP_P", 0.95, low=0.01, high=1),
             min_words=r.integer("BOT_MIN_WORDS", 4, low=1, high=50),
             repeat_days=r.integer("BOT_REPEAT_DAYS", 30, low=0, high=3650),

@@ -78,8 +78,12 @@ def test_generate_json_and_status_json(ready, capsys):
     assert set(out) == {"handle", "passed", "rejected", "candidates"}
     assert out["passed"] + out["rejected"] == len(out["candidates"]) >= 1
     for c in out["candidates"]:
-        assert set(c) == {"text", "ok", "reasons", "final", "novelty", "resembles"}
-        assert c["ok"] == (not c["reasons"])
+        assert set(c) == {"text", "ok", "reasons", "final", "novelty", "resembles", "rank", "score"}
+        assert c["ok"] == (not c["reasons"]) == (c["rank"] is not None)
+        if c["ok"]:
+            assert {"length", "length_gap", "target_quantile"} <= set(c["score"])
+    ranks = [c["rank"] for c in out["candidates"] if c["ok"]]
+    assert ranks == list(range(1, len(ranks) + 1))  # the order of the choice, #1 first
     assert main(["status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert set(status) == {"mode", "data_dir", "targets", "bot_posts", "mentions_handled", "jobs", "next_slot"}

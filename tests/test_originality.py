@@ -144,6 +144,28 @@ def _assert_caught(index, posts, kind):
     assert all(m.reason.startswith("near-copy") and m.post_id for m in verdicts)
 
 
+def test_most_of_a_short_post_inside_new_text_is_caught(index, posts):
+    # "Honestly, <6 of a real post's 9 words> and that is that.": runs of 6 words count
+    # now (7 before, when about 16% of such copies passed: the quality issue)
+    from dataclasses import replace as with_
+
+    from bot.originality import NearCopyParams
+
+    rng = random.Random(11)
+    short = [p["text"] for p in posts if 8 <= nwords(p["text"]) <= 10 and len(p["text"].split()) <= 10]
+    copies = []
+    for text in rng.sample(short, min(150, len(short))):
+        words = text.split()
+        k = -(-len(words) * 7 // 10)
+        start = rng.randrange(len(words) - k + 1)
+        copies.append(" ".join(["Honestly,"] + words[start : start + k] + ["and", "that", "is", "that."]))
+    caught = sum(m.copy for m in index.check_many(copies)) / len(copies)
+    assert caught >= 0.9
+    before = NearCopyIndex(with_(NearCopyParams(), min_post_run=7))
+    before.add_many((p["id"], p["text"]) for p in posts)
+    assert sum(m.copy for m in before.check_many(copies)) / len(copies) < caught - 0.1
+
+
 def test_two_real_posts_glued_together_are_caught(index, posts):
     texts = sample(posts, 5, k=60)
     glued = [f"{a} {b}" for a, b in zip(texts[::2], texts[1::2])]
@@ -237,7 +259,8 @@ def test_banned_words_and_phrases(tmp_path):
 
 def test_weighted_length_limit():
     checks = ContentChecks()
-    words = "word " * 56  # 280 characters with the last space stripped off below
+    words = "".join(chr(97 + i // 26) + chr(97 + i % 26) + "xy " for i in range(56))  # 280 with the last space
+    # stripped off below (56 different words: a phrase said twice is rejected too)
     assert checks.check(words.strip() + "s")[1] == []  # 280
     assert checks.check(words.strip() + "ss")[1][0] == "too-long: weighted length 281 (maximum 280)"
     emoji = "Big news for all " + "\U0001f680" * 132  # 149 characters, each rocket weighs 2

@@ -1,7 +1,7 @@
 """Which mentions get an answer: pure rules over plain values (bot/replies.py)."""
 from datetime import datetime, timedelta, timezone
 
-from bot.compose import reply_prime
+from bot.compose import Style, content_words, reply_keywords
 from bot.replies import REPLY, SKIP, WAIT, PastReply, ReplyRules, decide, pick_target
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -73,7 +73,10 @@ def test_each_mention_decided_once_and_waits_for_a_model():
     assert actions(got) == [("10", REPLY, "realDonaldTrump"), ("11", WAIT, "elonmusk")]
 
 
-def test_reply_prime_drops_handles_and_links():
-    assert reply_prime("@xmimic_bot what about https://t.co/abc the @elonmusk rocket?") == "what about the rocket? "
-    assert reply_prime("@xmimic_bot") == ""
-    assert len(reply_prime("@a " + "word " * 100)) <= 122
+def test_a_reply_takes_up_the_mentions_topic_words():
+    text = "@xmimic_bot what about https://t.co/abc the @elonmusk rocket launch and the launch pad?"
+    assert content_words(text) == ["rocket", "launch"]  # no handles, links, stop words or repeats
+    assert content_words("@xmimic_bot") == []
+    style = Style.of(["Launch day!", "We launch tomorrow", "The launch went well"])
+    assert reply_keywords(text, style) == ["launch", "rocket"]  # words the account uses first
+    assert reply_keywords("Beautiful magnificent weather", Style()) == ["magnificent", "beautiful", "weather"]

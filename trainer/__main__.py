@@ -36,6 +36,19 @@ def cmd_base(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_words(args: argparse.Namespace) -> int:
+    from trainer import words
+    from trainer.data import read_posts
+
+    data = args.data or (DEFAULT_BASE_DATA if DEFAULT_BASE_DATA.exists() else None)
+    if data is None:
+        raise TrainerError("no base corpus: pass --data FILE (gzip JSON Lines or text, one post a line)")
+    counts = words.count(p.text for p in read_posts(data))
+    n = words.save(words.known(counts, args.min_count), args.out)
+    print(json.dumps({"words": n, "distinct_seen": len(counts), "min_count": args.min_count, "out": str(args.out)}))
+    return 0
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     from trainer.data import read_posts, split_account
     from trainer.model import load, save
@@ -102,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps-per-epoch", type=int, default=400, help="training steps between validations")
     b.add_argument("--seed", type=int, default=0, help="order of the training batches (use a new one with --init)")
     b.set_defaults(func=cmd_base)
+
+    w = sub.add_parser("words", help="the base corpus's real words (the bot posts no other words)")
+    w.add_argument("--data", type=Path, help=f"corpus (default {DEFAULT_BASE_DATA} when present)")
+    w.add_argument("--out", type=Path, default=Path(__file__).parent / "models" / "words.txt.gz")
+    w.add_argument("--min-count", type=int, default=3, help="seen at least this often")
+    w.set_defaults(func=cmd_words)
 
     f = sub.add_parser("finetune", help="fine-tune the base model on one account's posts")
     f.add_argument("--posts", type=Path, required=True, help="gzip JSON Lines or text, one post a line")

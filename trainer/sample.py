@@ -163,12 +163,14 @@ def sample(
     seed: int | None = None,
     allow_urls: bool = False,
     net: StepNet | None = None,
+    never_first: str = "",
 ) -> list[str]:
     """Up to n new posts; each ends at the model's end-of-post and fits X's weighted
     length (longer ones are dropped, not cut, so no post ends mid-word).
 
     `prime` is the text every post starts with (replies use it to follow a mention);
-    it is part of the returned text."""
+    it is part of the returned text. No post continues the prime with a character of
+    `never_first` (the bot passes "@." so that a post never opens like a reply)."""
     if n < 1:
         return []
     if temperature <= 0 or not 0 < top_p <= 1 or top_k < 0:
@@ -191,9 +193,10 @@ def sample(
     # Generous, because a weak model at a low temperature may end only one candidate
     # in several within 280 characters.
     width = min(batch_size, n)
+    first = [artifact.vocab.stoi[c] for c in never_first if c in artifact.vocab.stoi]
     with np.errstate(over="ignore"):
         texts = _run(net, Mixer(artifact, temperature), start, width, n, 8 * n + width, rng, top_k, top_p,
-                     forbidden, _char_weights(artifact.vocab), budget)
+                     forbidden, _char_weights(artifact.vocab), budget, first)
     texts = [(prime + artifact.vocab.decode(t)).strip() for t in texts]
     return [t for t in texts if len(t) > len(prime.strip()) and weighted_length(t) <= MAX_WEIGHTED_LENGTH][:n]
 
@@ -206,7 +209,7 @@ class _Start:
 
 
 def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, char_weight,
-         budget) -> list[np.ndarray]:
+         budget, first_forbidden=()) -> list[np.ndarray]:
     """Sample until n posts have ended in time or `limit` candidates were started;
     returns the ended posts' ids (without the prime)."""
     logits = np.repeat(start.logits[None, :], width, axis=0)
@@ -217,7 +220,12 @@ def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, char_
     weight = np.zeros(width, np.int64)
     started, finished_so_far, done = width, 0, []
     while len(logits):
-        ids = _choose(mixer(logits, context, forbidden), rng, top_k, top_p)
+        p = mixer(logits, context, forbidden)
+        if len(first_forbidden):
+            fresh_rows = np.flatnonzero(length == 0)
+            if len(fresh_rows):
+                p[np.ix_(fresh_rows, first_forbidden)] = 0.0
+        ids = _choose(p, rng, top_k, top_p)
         rows = np.arange(len(ids))
         chars[rows, length] = ids
         length += 1

@@ -1,0 +1,147 @@
+"""What the bot posts: real words only, no reply-like openings, the account's spread of
+lengths, replies on the mention's topic that never quote it, and the score of each
+candidate shown. A tiny model trained on real posts (tests/fixtures) writes the
+candidates; the account is the shipped sample timeline."""
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from bot.compose import ComposeParams, Style, compose, content_words, rank
+from bot.content import ContentChecks, known_words
+from bot.originality import NearCopyIndex, Selection, Verdict, canonical_tokens
+from tests.bot_helpers import REPO
+from tests.trainer_helpers import BASE_FIXTURE, account_posts
+from trainer import words
+from trainer.model import load
+from trainer.sample import sample
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_base_path):
+    return load(tiny_base_path)
+
+
+@pytest.fixture(scope="module")
+def account():
+    texts = [p.text for p in account_posts()]
+    index = NearCopyIndex()
+    index.add_many((p.id, p.text) for p in account_posts())
+    return texts, index
+
+
+def test_words_exclude_handles_tags_links_and_numbers():
+    text = "@Bob's #MAGA rally at www.example.com http://t.co/x 2018 don\u2019t miss it! Ça va, GREAT"
+    assert words.words(text) == ["rally", "at", "don't", "miss", "it", "ça", "va", "great"]
+
+
+def test_the_word_list_is_built_by_a_command(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat\nthe cat ran\nthe dog sat @cat #cat\nzebra\n")
+    out = tmp_path / "words.txt.gz"
+    r = subprocess.run([sys.executable, "-m", "trainer", "words", "--data", str(corpus), "--out", str(out),
+                        "--min-count", "2"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["words"] == 3
+    assert gzip.decompress(out.read_bytes()).decode().split() == ["cat", "sat", "the"]
+    shipped = words.load()  # the base corpus's, committed
+    assert {"the", "healthcare", "don't"} <= shipped and len(shipped) > 50_000
+    assert "flarbiest" not in shipped
+
+
+def test_style_checks_reject_what_reads_machine_made():
+    checks = ContentChecks(known_words=known_words(["Trumpcare is here", "Trumpcare now", "Trumpcare!"]))
+    cases = {
+        "Thank you for the great rally tonight in Ohio": [],
+        "Trumpcare is a great plan for the country": [],  # the account's own word (3 uses)
+        "Thank you for the flarbiest rally tonight": ["unknown-word"],
+        "@bob thank you for the great rally": ["handle-first"],
+        ".@bob thank you for the great rally": ["handle-first"],
+        "We will win big and we will win big again": ["repetition"],
+        "The rally (in Ohio was great tonight": ["unbalanced"],
+        'He said "great rally tonight to me': ["unbalanced"],
+    }
+    for text, kinds in cases.items():
+        reasons = checks.check(text)[1]
+        assert [r.split(":")[0] for r in reasons] == kinds, (text, reasons)
+    assert ContentChecks().check("Thank you for the flarbiest rally tonight")[1] == []  # no vocabulary given
+
+
+def test_posts_never_open_like_replies(tiny):
+    # the fixture's authors open many posts with @handles: the tiny model learned to
+    plain = sample(tiny, 200, temperature=1.0, seed=3)
+    assert sum(t.startswith(("@", ".@")) for t in plain) >= 10
+    guarded = sample(tiny, 200, temperature=1.0, seed=3, never_first="@.")
+    assert len(guarded) >= 150 and not [t for t in guarded if t.lstrip().startswith(("@", "."))]
+
+
+def _verdict(text: str) -> Verdict:
+    return Verdict(text, True, (), text, 1.0)
+
+
+def test_the_choice_follows_the_accounts_lengths(account):
+    texts, _ = account
+    style = Style.of(texts)
+    rng = random.Random(0)
+    pool = [" ".join(["word"] * rng.randint(2, 55)) for _ in range(300)]  # 9 to 274 characters
+    chosen = []
+    for seed in range(200):
+        ranked = rank(Selection([_verdict(t) for t in pool]), style, random.Random(seed))
+        best = ranked.passed[0]
+        assert best.rank == 1 and [v.rank for v in ranked.passed] == list(range(1, len(pool) + 1))
+        assert best.score["length_gap"] == min(v.score["length_gap"] for v in ranked.passed)
+        chosen.append(len(best.final))
+    real = statistics.median(len(t) for t in texts)
+    assert abs(statistics.median(chosen) - real) <= 0.1 * real
+    most_novel_is_shortest = min(pool, key=len)
+    assert statistics.median(chosen) > 3 * len(most_novel_is_shortest)
+
+
+def test_scheduled_posts_are_ranked_and_explained(tiny, account):
+    texts, index = account
+    # the tiny model spells too badly for the vocabulary check (test_style_checks_... has it)
+    sel = compose(tiny, index, ContentChecks(min_words=2), ComposeParams(candidates=96, max_batches=1), seed=5,
+                  style=Style.of(texts))
+    assert sel.best is not None and sel.best.rank == 1
+    for v in sel.passed:
+        assert not v.final.startswith("@") and set(v.score) >= {"length", "length_quantile", "length_gap", "novelty"}
+    strict = ContentChecks(known_words=known_words(texts))
+    assert any(r.startswith("unknown-word") for _, rs in strict.check_many([v.final for v in sel.passed]) for r in rs)
+    row = sel.best.as_json()
+    assert row["rank"] == 1 and row["score"]["length"] == len(sel.best.final)
+
+
+def test_replies_take_up_the_mention_and_never_quote_it(tiny, account):
+    texts, index = account
+    style = Style.of(texts)
+    checks = ContentChecks(min_words=2)
+    mentions = [json.loads(line)["text"] for line in gzip.open(BASE_FIXTURE, "rt")][:400:40]  # other authors
+    for i, mention in enumerate(mentions):
+        topic = set(content_words(mention))
+        sel = compose(tiny, index, checks, ComposeParams(candidates=48, max_batches=1), mention=mention, seed=i,
+                      style=style)
+        if not topic:
+            continue
+        assert sel.passed, mention
+        said = canonical_tokens(mention)
+        runs = {tuple(said[j : j + 4]) for j in range(len(said) - 3)}
+        for v in sel.passed:
+            assert topic & set(words.words(v.final)) and v.score["topic_words"] >= 1, (mention, v.final)
+            mine = canonical_tokens(v.final)
+            assert not any(tuple(mine[j : j + 4]) in runs for j in range(len(mine) - 3))
+
+
+def test_a_reply_quoting_the_mention_is_rejected():
+    from bot.compose import _no_quotes
+
+    mention = "The flood waters are rising fast near the river tonight"
+    quote = "Flood waters are rising fast near us, stay safe everyone"
+    sel = _no_quotes(Selection([_verdict(quote), _verdict("Flood insurance is a scam")]), mention)
+    assert [v.final for v in sel.passed] == ["Flood insurance is a scam"]
+    assert sel.rejected[0].reasons[-1].startswith("quotes-mention")

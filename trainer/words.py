@@ -1,0 +1,62 @@
+"""Which words are real: the words of the base corpus (seen at least MIN_COUNT times)
+and of an account's own posts. A character model can spell words nobody uses; the
+bot posts only candidates whose every word is known (bot/content.py).
+
+Words are what a reader would look up: handles, #tags, URLs and numbers are not words
+(a model may write new ones), and case does not matter. The base corpus's list ships
+as `trainer/models/words.txt.gz`, made by `python -m trainer words --data FILE`.
+"""
+from __future__ import annotations
+
+import collections
+import gzip
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+from trainer.errors import TrainerError
+from trainer.text import URL_SYMBOL
+
+MIN_COUNT = 3  # seen this often (in the base corpus, or in the account's posts) = a real word
+DEFAULT_WORDS = Path(__file__).parent / "models" / "words.txt.gz"
+
+# handles (defused ones too: a zero-width character after the sign), tags, URLs
+_NOT_WORDS_RE = re.compile("[@\uff20#][\u200b\u200c\u2060\ufeff]*\\w+(?:['\u2019]s\\b)?|(?:https?://|www\\.)\\S+|\\b\\w+\\.(?:com|org|net|co|ly|gov)\\S*|"
+                           + URL_SYMBOL)
+_WORD_RE = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*")
+
+
+def words(text: str) -> list[str]:
+    """The words of a text, casefolded, in order (apostrophes inside a word kept)."""
+    return [w.replace("\u2019", "'") for w in _WORD_RE.findall(_NOT_WORDS_RE.sub(" ", text).casefold())]
+
+
+def count(texts: Iterable[str]) -> collections.Counter:
+    counts: collections.Counter = collections.Counter()
+    for t in texts:
+        counts.update(words(t))
+    return counts
+
+
+def known(counts: collections.Counter, min_count: int = MIN_COUNT) -> frozenset[str]:
+    return frozenset(w for w, c in counts.items() if c >= min_count)
+
+
+@lru_cache(maxsize=4)
+def load(path: str | Path = DEFAULT_WORDS) -> frozenset[str]:
+    """The base corpus's words (one a line, gzip)."""
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            return frozenset(line.rstrip("\n") for line in fh if line.strip())
+    except FileNotFoundError:
+        raise TrainerError(f"{path}: no such file (make it with python -m trainer words --data FILE)") from None
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise TrainerError(f"{path}: not a word list ({exc})") from None
+
+
+def save(vocabulary: Iterable[str], path: str | Path) -> int:
+    ordered = sorted(vocabulary)
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        gz.write("".join(w + "\n" for w in ordered).encode("utf-8"))
+    return len(ordered)
