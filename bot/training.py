@@ -84,8 +84,7 @@ def train_target(
     if current and Path(current["path"]).is_file():
         cmd += ["--current", current["path"]]
     log.info("fine-tuning @%s on %d posts (budget %g s, base %s)", name, len(posts), budget, base)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
     if running is not None:
         running.append(child)
     try:
@@ -125,6 +124,14 @@ def train_target(
     log.info("@%s: model version %d registered (held-out %.4f bits/char%s)", name, version, new_bpc,
              f", was {old_bpc:.4f}" if old_bpc is not None else "")
     return {**outcome, "replaced": True}
+
+
+def child_env() -> dict[str, str]:
+    """The fine-tune child's environment: the bot's, without its X credentials (the
+    child reads files only; a secret it does not hold cannot leak from it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWITTER_")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = env.get("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
 
 
 # --- the child process --------------------------------------------------------------------

@@ -164,3 +164,36 @@ def test_a_finetune_child_stops_when_its_daemon_is_killed_outright(tmp_path, tin
     finally:
         if _running(child):
             os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads process environments from /proc")
+def test_the_finetune_child_holds_no_x_credentials(env, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.bot_helpers import REPO
+    from tests.trainer_helpers import ACCOUNT_FILE
+
+    assert main(["targets", "add", "realDonaldTrump", "--import", str(ACCOUNT_FILE)]) == 0
+    bot = subprocess.Popen([sys.executable, "-m", "bot", "train", "realDonaldTrump", "--max-seconds", "20"],
+                           cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    data_dir = env["BOT_DATA_DIR"]
+
+    def child_environ() -> bytes | None:
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                cmd = (proc / "cmdline").read_bytes()
+                if b"bot.training" in cmd and data_dir.encode() in cmd:
+                    return (proc / "environ").read_bytes()
+            except OSError:
+                continue
+        return None
+
+    try:
+        environ = wait_for("the fine-tune child", child_environ, timeout=60, proc=bot)
+        assert env["TWITTER_ACCESS_TOKEN_SECRET"].encode() not in environ
+        assert b"TWITTER_" not in environ and b"BOT_DATA_DIR=" in environ
+    finally:
+        bot.kill()
+        bot.wait(30)
