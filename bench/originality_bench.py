@@ -117,15 +117,14 @@ def p_replaced(text, rng, other_words, account_posts):
     return " ".join(words)
 
 
-def p_verbatim_run(text, rng, other_words, account_posts):
-    # 70% of a long post's words, in one run, inside new words on both sides
+def _run_inside(text, rng, other_words, pad: tuple[int, int]):
+    """70% of the post's words, in one run, with new words on both sides (each side
+    `pad` words long at random), shortened to fit 280 if need be."""
     words = text.split()
-    if nwords(text) < 10:
-        return None
     k = -(-len(words) * 7 // 10)
     start = rng.randrange(len(words) - k + 1)
-    before = [rng.choice(other_words) for _ in range(rng.randint(2, 12))]
-    after = [rng.choice(other_words) for _ in range(rng.randint(2, 12))]
+    before = [rng.choice(other_words) for _ in range(rng.randint(*pad))]
+    after = [rng.choice(other_words) for _ in range(rng.randint(*pad))]
     out = " ".join(before + words[start : start + k] + after)
     while not fits(out) and len(before) + len(after) > 2:
         (before if len(before) > len(after) else after).pop()
@@ -133,18 +132,17 @@ def p_verbatim_run(text, rng, other_words, account_posts):
     return out if fits(out) else None
 
 
+def p_verbatim_run(text, rng, other_words, account_posts):
+    # 70% of a long post's words, in one run, inside new words on both sides
+    return _run_inside(text, rng, other_words, (2, 12)) if nwords(text) >= 10 else None
+
+
 def p_short_run(text, rng, other_words, account_posts):
     # 70% of a short post (8-10 words) in one run inside new text: "Honestly, <6 of 9
     # words> and that is that." (the blind spot the quality issue measured: 16% passed)
-    words = text.split()
-    if not 8 <= nwords(text) <= 10 or len(words) > 10:
+    if not 8 <= nwords(text) <= 10 or len(text.split()) > 10:
         return None
-    k = -(-len(words) * 7 // 10)
-    start = rng.randrange(len(words) - k + 1)
-    before = [rng.choice(other_words) for _ in range(rng.randint(1, 6))]
-    after = [rng.choice(other_words) for _ in range(rng.randint(1, 6))]
-    out = " ".join(before + words[start : start + k] + after)
-    return out if fits(out) else None
+    return _run_inside(text, rng, other_words, (1, 6))
 
 
 def p_truncated(text, rng, other_words, account_posts):
