@@ -24,11 +24,12 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from bot.originality import Checks, NearCopyIndex, Selection, Verdict, canonical_tokens, select_from_batches
+from bot.originality import Checks, NearCopyIndex, Selection, canonical_tokens, select
 from trainer import words as vocabulary
 from trainer.model import Artifact
 from trainer.sample import StepNet, sample
 
+LENGTH_TOLERANCE = 0.05  # a passed candidate this near the drawn length quantile ends the drawing
 KEYWORDS = 3  # a reply's candidates are shared among the mention's first 3 content words
 QUOTE_RUN = 4  # a reply may not repeat this many of the mention's words in a row
 NEVER_FIRST = "@.\uff20"  # a post never opens like a reply ("@name", ".@name")
@@ -58,7 +59,7 @@ doesn't isn't it's i'm you're we're they're that's there's can't won't
 @dataclass(frozen=True)
 class ComposeParams:
     candidates: int = 128  # per batch
-    max_batches: int = 2
+    max_batches: int = 3  # drawn while no passed candidate is near the drawn length
     temperature: float = 1.0
     top_p: float = 0.95
 
@@ -130,10 +131,20 @@ def compose(
                             seed=None if rng_seed is None else rng_seed + i, net=net)
         return texts
 
-    selection = select_from_batches(batch, index, checks, max_batches=params.max_batches)
-    if mention:
-        selection = _no_quotes(selection, mention)
-    return rank(selection, style, random.Random(seed), mention)
+    # Longer candidates fail the checks more often (one invented word is enough), so a
+    # long drawn length may need more than one batch to be matched.
+    target = random.Random(seed).random()
+    total, seen = Selection(), set()
+    ranked = total
+    for _ in range(params.max_batches):
+        got = select(batch(), index, checks, seen=seen)
+        if mention:
+            got = _no_quotes(got, mention)
+        total = Selection(total.passed + got.passed, total.rejected + got.rejected, total.batches + 1)
+        ranked = rank(total, style, target, mention)
+        if ranked.best is not None and ranked.best.score["length_gap"] <= LENGTH_TOLERANCE:
+            break
+    return ranked
 
 
 def _no_quotes(selection: Selection, mention: str) -> Selection:
@@ -150,11 +161,10 @@ def _no_quotes(selection: Selection, mention: str) -> Selection:
     return Selection(passed, rejected, selection.batches)
 
 
-def rank(selection: Selection, style: Style, rng: random.Random, mention: str = "") -> Selection:
+def rank(selection: Selection, style: Style, target: float, mention: str = "") -> Selection:
     """Orders the passed candidates, best first, and records why in each one's score:
     a reply sharing more of the mention's topic words first, then the length nearest
-    a length drawn from the account's own posts (its quantile `target`)."""
-    target = rng.random()
+    the `target` quantile of the account's own posts' lengths (drawn per slot)."""
     topic = set(content_words(mention)) if mention else set()
     scored = []
     for v in selection.passed:

@@ -3,7 +3,7 @@ really wrote, or of something the bot already posted for that target? Plus `sele
 which runs every candidate through the content checks (bot/content.py) and this.
 
 Public API: NearCopyIndex (add, add_many, check, check_many), NearCopyParams, Match,
-canonical_tokens, judge, select, select_from_batches, Verdict, Selection,
+canonical_tokens, judge, select, Verdict, Selection,
 index_from_store.
 
 How it works, and why this way
@@ -55,7 +55,7 @@ import re
 import unicodedata
 from array import array
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterable, Protocol, Sequence
 
 import numpy as np
 from rapidfuzz.distance import Indel
@@ -442,26 +442,6 @@ def select(
         (result.passed if v.ok else result.rejected).append(v)
     result.passed.sort(key=lambda v: -v.novelty)  # stable: ties keep the sampler's order
     return result
-
-
-def select_from_batches(
-    generate_batch: Callable[[], Sequence[str]],
-    index: NearCopyIndex,
-    checks: Checks,
-    *,
-    max_batches: int = 3,
-    want: int = 1,
-) -> Selection:
-    """Draw batches until `want` candidates passed or `max_batches` were drawn. When
-    nothing passed, `passed` is empty and `rejected` says why: skip the slot."""
-    total, seen = Selection(), set()
-    while total.batches < max_batches and len(total.passed) < want:
-        got = select(generate_batch(), index, checks, seen=seen)
-        total.passed.extend(got.passed)
-        total.rejected.extend(got.rejected)
-        total.batches += 1
-    total.passed.sort(key=lambda v: -v.novelty)
-    return total
 
 
 # --- the store's side (I/O at the edge) -------------------------------------------------

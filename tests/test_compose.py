@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from bot.compose import ComposeParams, Style, compose, content_words, rank
+from bot.compose import LENGTH_TOLERANCE, ComposeParams, Style, compose, content_words, rank
 from bot.content import ContentChecks, known_words
 from bot.originality import NearCopyIndex, Selection, Verdict, canonical_tokens
 from tests.bot_helpers import REPO
@@ -92,7 +92,7 @@ def test_the_choice_follows_the_accounts_lengths(account):
     pool = [" ".join(["word"] * rng.randint(2, 55)) for _ in range(300)]  # 9 to 274 characters
     chosen = []
     for seed in range(200):
-        ranked = rank(Selection([_verdict(t) for t in pool]), style, random.Random(seed))
+        ranked = rank(Selection([_verdict(t) for t in pool]), style, random.Random(seed).random())
         best = ranked.passed[0]
         assert best.rank == 1 and [v.rank for v in ranked.passed] == list(range(1, len(pool) + 1))
         assert best.score["length_gap"] == min(v.score["length_gap"] for v in ranked.passed)
@@ -115,6 +115,22 @@ def test_scheduled_posts_are_ranked_and_explained(tiny, account):
     assert any(r.startswith("unknown-word") for _, rs in strict.check_many([v.final for v in sel.passed]) for r in rs)
     row = sel.best.as_json()
     assert row["rank"] == 1 and row["score"]["length"] == len(sel.best.final)
+
+
+def test_more_batches_are_drawn_only_while_no_candidate_fits_the_drawn_length(tiny, account):
+    texts, index = account
+    style, checks = Style.of(texts), ContentChecks(min_words=2)
+    seen_batches = set()
+    for seed in range(8):
+        sel = compose(tiny, index, checks, ComposeParams(candidates=24, max_batches=3), seed=seed, style=style)
+        assert 1 <= sel.batches <= 3
+        assert len(sel.passed) + len(sel.rejected) <= 24 * sel.batches
+        if sel.batches < 3:  # it stopped early: because the best one fits
+            assert sel.best.score["length_gap"] <= LENGTH_TOLERANCE
+        seen_batches.add(sel.batches)
+        # the pool of every batch drawn is ranked together
+        assert [v.rank for v in sel.passed] == list(range(1, len(sel.passed) + 1))
+    assert len(seen_batches) > 1  # some slots needed more than one batch, some did not
 
 
 def test_replies_take_up_the_mention_and_never_quote_it(tiny, account):

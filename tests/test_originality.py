@@ -23,7 +23,6 @@ from bot.originality import (
     index_from_store,
     judge,
     select,
-    select_from_batches,
 )
 from trainer.text import URL_SYMBOL, normalize, weighted_length
 
@@ -312,25 +311,6 @@ def test_select_ranks_passing_candidates_and_explains_rejections(index, posts):
     assert reasons["ok"] == ("too-short: 1 word (minimum 4)",)
     assert reasons[candidates[3]] == ("duplicate: same words as another candidate",)
     assert all(not v.ok for v in result.rejected) and all(v.ok for v in result.passed)
-
-
-def test_select_from_batches_stops_when_one_passes_or_gives_up(index, posts):
-    copies = [normalize(t) for t in sample(posts, 6, k=8)]
-    calls = []
-
-    def only_copies():
-        calls.append(1)
-        return copies[:4] if len(calls) % 2 else copies[4:]
-
-    result = select_from_batches(only_copies, index, ContentChecks(), max_batches=3)
-    assert result.passed == [] and result.best is None and result.batches == 3 and len(calls) == 3
-    assert len(result.rejected) == 12 and all(v.reasons for v in result.rejected)
-
-    batches = iter([copies[:4], copies[4:] + ["A brand new idea about violins, glaciers and tax policy"], copies])
-    result = select_from_batches(lambda: next(batches), index, ContentChecks(), max_batches=3)
-    assert result.batches == 2 and [v.text for v in result.passed] == [
-        "A brand new idea about violins, glaciers and tax policy"
-    ]
 
 
 # --- the store, a restart, and the command line ---------------------------------------------------
