@@ -44,6 +44,7 @@ _PLACEHOLDER_RE = re.compile("[\ufffd\ue001-\uf8ff\U000f0000-\U0010fffd]")
 _LIGHT_ONLY_RE = re.compile("[\u0000-\u10ff\u2000-\u200c\u2010-\u201f\u2032-\u2037]*")
 _HANDLE_FIRST_RE = re.compile("^[.\\s]*[@\uff20]")  # "@name ..." and ".@name ...": replies' openings
 _PAIRS = (("(", ")"), ("[", "]"), ("\u201c", "\u201d"))
+_STRAY_START = set(",.;:!?'\u2019)]}-_/|\\")  # no post of a person starts mid-sentence
 
 
 def _weighted_length(text: str, raw_url: bool) -> int:
@@ -184,6 +185,8 @@ class ContentChecks:
                 reasons.append("unknown-word: " + ", ".join(repr(w) for w in unknown[:3]))
         if _HANDLE_FIRST_RE.match(text):
             reasons.append("handle-first: opens with an @handle, like a reply")
+        elif text[:1] in _STRAY_START:
+            reasons.append(f"stray-start: opens with {text[:1]!r}")
         said = canonical_tokens(text)
         trigrams = list(zip(said, said[1:], said[2:]))
         if len(set(trigrams)) < len(trigrams):

@@ -66,6 +66,8 @@ def test_style_checks_reject_what_reads_machine_made():
         "We will win big and we will win big again": ["repetition"],
         "The rally (in Ohio was great tonight": ["unbalanced"],
         'He said "great rally tonight to me': ["unbalanced"],
+        "' a very good country, thank you all": ["stray-start"],
+        ", and a very good country it is": ["stray-start"],
     }
     for text, kinds in cases.items():
         reasons = checks.check(text)[1]
