@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="preview candidate posts with the filter's verdicts")
     p.add_argument("handle", metavar="HANDLE")
     p.add_argument("-n", type=int, default=None, help="candidates per batch (default BOT_CANDIDATES, as the bot draws them)")
-    p.add_argument("--mention", default="", help="candidates for a reply to this text (as to a mention)")
+    p.add_argument("--mention", default=None, help="candidates for a reply to this text (as to a mention)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--json", action="store_true", help="one JSON object (stable keys)")
     data_dir(p)

@@ -105,16 +105,17 @@ def compose(
     index: NearCopyIndex,
     checks: Checks,
     params: ComposeParams = ComposeParams(),
-    mention: str = "",
+    mention: str | None = None,
     seed: int | None = None,
     net: StepNet | None = None,
     style: Style = Style(),
 ) -> Selection:
-    """Candidates for one post (or, given the mention's text, one reply), judged and
-    ranked. `selection.best.final` is the text to post; `selection.best` is None when
+    """Candidates for one post (or, given the mention's text, one reply: "" for a
+    mention with no words), judged and ranked. `selection.best.final` is the text to post; `selection.best` is None when
     nothing passed (skip the slot, log why)."""
     net = net or StepNet(artifact)
     keywords = reply_keywords(mention, style) if mention else []
+    is_reply = mention is not None
     draws = iter(range(params.max_batches))
 
     def batch() -> list[str]:
@@ -122,7 +123,7 @@ def compose(
         rng_seed = None if seed is None else seed + 1000 * n
         if not keywords:
             return sample(artifact, params.candidates, temperature=params.temperature, top_p=params.top_p,
-                          seed=rng_seed, net=net, never_first="" if mention else NEVER_FIRST)
+                          seed=rng_seed, net=net, never_first="" if is_reply else NEVER_FIRST)
         texts = []
         share = -(-params.candidates // len(keywords))
         for i, word in enumerate(keywords):
@@ -138,7 +139,7 @@ def compose(
     ranked = total
     for _ in range(params.max_batches):
         got = select(batch(), index, checks, seen=seen)
-        if mention:
+        if is_reply:
             got = _no_quotes(got, mention)
         total = Selection(total.passed + got.passed, total.rejected + got.rejected, total.batches + 1)
         ranked = rank(total, style, target, mention)
@@ -161,7 +162,7 @@ def _no_quotes(selection: Selection, mention: str) -> Selection:
     return Selection(passed, rejected, selection.batches)
 
 
-def rank(selection: Selection, style: Style, target: float, mention: str = "") -> Selection:
+def rank(selection: Selection, style: Style, target: float, mention: str | None = None) -> Selection:
     """Orders the passed candidates, best first, and records why in each one's score:
     a reply sharing more of the mention's topic words first, then the length nearest
     the `target` quantile of the account's own posts' lengths (drawn per slot)."""
@@ -171,7 +172,7 @@ def rank(selection: Selection, style: Style, target: float, mention: str = "") -
         q = style.quantile(len(v.final))
         parts = {"length": len(v.final), "length_quantile": round(q, 3), "target_quantile": round(target, 3),
                  "length_gap": round(abs(q - target), 3), "novelty": v.novelty}
-        if mention:
+        if mention is not None:
             parts["topic_words"] = len(topic.intersection(vocabulary.words(v.final)))
         scored.append(replace(v, score=parts))
     scored.sort(key=lambda v: (-min(v.score.get("topic_words", 0), 2), v.score["length_gap"]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Iterable
 
 from bot.errors import BotError
@@ -200,11 +201,12 @@ class ContentChecks:
         return reasons
 
 
-def known_words(account_texts: Iterable[str], base_words: frozenset[str] | None = None) -> frozenset[str]:
+def known_words(account_counts: Counter, base_words: frozenset[str] | None = None) -> frozenset[str]:
     """The words the bot may post as an account: the base corpus's (shipped with the
-    project) and those the account itself used at least vocabulary.MIN_COUNT times."""
+    project) and those the account itself used at least vocabulary.MIN_COUNT times
+    (`account_counts`: trainer.words.count of its posts)."""
     base = vocabulary.load() if base_words is None else base_words
-    return base | vocabulary.known(vocabulary.count(account_texts))
+    return base | vocabulary.known(account_counts)
 
 
 def checks_from_store(

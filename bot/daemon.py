@@ -227,7 +227,8 @@ class Bot:
         return ""
 
     # --- composing ----------------------------------------------------------------------
-    def generate(self, handle: str, mention: str = "", n: int | None = None, seed: int | None = None) -> Selection:
+    def generate(self, handle: str, mention: str | None = None, n: int | None = None,
+                 seed: int | None = None) -> Selection:
         """Candidates for a post as `handle` (a reply to `mention`'s text if given),
         judged and ranked: `best` is what would be posted."""
         info = self.store.model_info(handle)
@@ -252,7 +253,8 @@ class Bot:
         cached = self._styles.get(key)
         if cached is None or cached[0] != count:
             texts = [p["text"] for p in self.store.posts(handle)]
-            cached = (count, Style.of(texts), known_words(texts))
+            style = Style.of(texts)
+            cached = (count, style, known_words(style.word_counts))
             self._styles[key] = cached
         return cached[1], cached[2]
 
@@ -453,7 +455,7 @@ class Bot:
 
     def reply(self, mention: dict, target: str, dry_run: bool = False) -> Outcome:
         ticked = time.monotonic()
-        selection = self.generate(target, mention=mention.get("text", "") or " ")
+        selection = self.generate(target, mention=mention.get("text") or "")
         if selection.best is None:
             reason = "no candidate passed the filter"
             self.store.mark_mention(mention["id"], "skipped", reason=reason, author_id=mention.get("author_id"))

@@ -164,14 +164,13 @@ def _child(argv: list[str] | None = None) -> int:
 
     try:
         posts, base = read_posts(args.posts), load(args.base)
-        split_account(posts)  # too few posts: said before TensorFlow loads
+        _, _, heldout = split_account(posts)  # too few posts: said before TensorFlow loads
         from trainer.evaluate import bits_per_char
         from trainer.train import finetune
 
         artifact = finetune(base, posts, max_seconds=args.max_seconds)
         current_bpc = None
         if args.current:
-            _, _, heldout = split_account(posts)
             current_bpc = round(bits_per_char(load(args.current), heldout), 4)
         save(artifact, args.out)
     except TrainerError as exc:

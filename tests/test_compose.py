@@ -56,7 +56,7 @@ def test_the_word_list_is_built_by_a_command(tmp_path):
 
 
 def test_style_checks_reject_what_reads_machine_made():
-    checks = ContentChecks(known_words=known_words(["Trumpcare is here", "Trumpcare now", "Trumpcare!"]))
+    checks = ContentChecks(known_words=known_words(words.count(["Trumpcare is here", "Trumpcare now", "Trumpcare!"])))
     cases = {
         "Thank you for the great rally tonight in Ohio": [],
         "Trumpcare is a great plan for the country": [],  # the account's own word (3 uses)
@@ -113,7 +113,7 @@ def test_scheduled_posts_are_ranked_and_explained(tiny, account):
     assert sel.best is not None and sel.best.rank == 1
     for v in sel.passed:
         assert not v.final.startswith("@") and set(v.score) >= {"length", "length_quantile", "length_gap", "novelty"}
-    strict = ContentChecks(known_words=known_words(texts))
+    strict = ContentChecks(known_words=known_words(words.count(texts)))
     assert any(r.startswith("unknown-word") for _, rs in strict.check_many([v.final for v in sel.passed]) for r in rs)
     row = sel.best.as_json()
     assert row["rank"] == 1 and row["score"]["length"] == len(sel.best.final)

@@ -14,16 +14,22 @@ from trainer.model import DEFAULT_BASE
 DEFAULT_BASE_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "base_tweets.jsonl.gz"
 
 
-def cmd_base(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from trainer.model import ModelConfig, load
-
+def _base_corpus(args: argparse.Namespace) -> Path:
+    """--data, or the project's base corpus where it is at hand."""
     data = args.data or (DEFAULT_BASE_DATA if DEFAULT_BASE_DATA.exists() else None)
     if data is None:
         raise TrainerError("no base corpus: pass --data FILE (gzip JSON Lines or text, one post a line)")
     if not Path(data).is_file():
         raise TrainerError(f"{data}: no such file")
+    return Path(data)
+
+
+def cmd_base(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from trainer.model import ModelConfig, load
+
+    data = _base_corpus(args)
     init = load(args.init) if args.init else None
     from trainer.train import BASE_TRAIN, train_base
 
@@ -40,10 +46,7 @@ def cmd_words(args: argparse.Namespace) -> int:
     from trainer import words
     from trainer.data import read_posts
 
-    data = args.data or (DEFAULT_BASE_DATA if DEFAULT_BASE_DATA.exists() else None)
-    if data is None:
-        raise TrainerError("no base corpus: pass --data FILE (gzip JSON Lines or text, one post a line)")
-    counts = words.count(p.text for p in read_posts(data))
+    counts = words.count(p.text for p in read_posts(_base_corpus(args)))
     n = words.save(words.known(counts, args.min_count), args.out)
     print(json.dumps({"words": n, "distinct_seen": len(counts), "min_count": args.min_count, "out": str(args.out)}))
     return 0
