@@ -14,20 +14,23 @@ REPO = Path(__file__).resolve().parent.parent
 
 def build_tiny_base(path: Path) -> Path:
     """A tiny GRU base model (32 units) trained for a few seconds on real posts: enough
-    to write word-like text and end its posts; built once per test session."""
+    to write word-like text and end its posts; built once per test session. A fixed
+    number of steps with no time budget, so a slow or busy machine trains the same model."""
     if path.is_file():
         return path
     from tests.trainer_helpers import base_sample
     from trainer import data, model
     from trainer.data import Vocab
     from trainer.model import Artifact, ModelConfig
+    from trainer.tfimport import tensorflow_and_keras
     from trainer.train import TrainConfig, fit
 
+    tensorflow_and_keras()[1].utils.set_random_seed(0)
     posts = list(base_sample(2000))
     vocab = Vocab.build(p.text for p in posts)
     config = ModelConfig(cell="gru", layers=1, units=32, embedding=16)
     net = model.build_model(config, len(vocab))
-    cfg = TrainConfig(batch_size=64, learning_rate=1e-2, steps_per_epoch=20, max_epochs=3, patience=2, max_seconds=12)
+    cfg = TrainConfig(batch_size=64, learning_rate=1e-2, steps_per_epoch=20, max_epochs=3, patience=2, max_seconds=None)
     fit(net, data.encode_posts(vocab, posts[200:]), data.encode_posts(vocab, posts[:200]), cfg)
     model.save(Artifact(config, vocab, net.get_weights(), {"kind": "base", "data_fingerprint": "tiny-test"}), path)
     return path

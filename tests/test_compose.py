@@ -77,8 +77,9 @@ def test_style_checks_reject_what_reads_machine_made():
 
 def test_posts_never_open_like_replies(tiny):
     # the fixture's authors open many posts with @handles: the tiny model learned to
-    plain = sample(tiny, 200, temperature=1.0, seed=3)
-    assert sum(t.startswith(("@", ".@")) for t in plain) >= 10
+    # do it (14-35 in 200 on one CPU, depending on how it trained; 9 on another)
+    plain = sample(tiny, 400, temperature=1.0, seed=3)
+    assert sum(t.startswith(("@", ".@")) for t in plain) >= 8
     guarded = sample(tiny, 200, temperature=1.0, seed=3, never_first="@.")
     assert len(guarded) >= 150 and not [t for t in guarded if t.lstrip().startswith(("@", "."))]
 
