@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from bot.errors import BotError
@@ -21,8 +22,13 @@ from trainer.errors import TrainerError
 # --- sandbox / import (X client, store and ingest) ---
 def cmd_sandbox(args: argparse.Namespace) -> int:
     """Serve the local X-API-compatible sandbox until Ctrl-C or SIGTERM."""
-    from bot.sandbox import serve
+    from bot.sandbox import is_loopback, serve
 
+    # Its credentials are public, so serving it beyond this machine must be asked for.
+    if not is_loopback(args.host) and not args.public:
+        print(f"error: --host {args.host} is reachable from other machines; add --public to serve the "
+              "sandbox (fixed, public credentials) there anyway", file=sys.stderr)
+        return 2
     return serve(port=args.port, host=args.host)
 
 
@@ -110,7 +116,8 @@ def cmd_targets(args: argparse.Namespace) -> int:
     try:
         store = bot.store
         if args.action == "list":
-            rows = [_target_row(bot, t) for t in store.targets()]
+            counts = store.bot_post_counts()
+            rows = [_target_row(bot, t, counts) for t in store.targets()]
             if args.json:
                 _print_json(rows)
             elif not rows:
@@ -148,15 +155,18 @@ def cmd_targets(args: argparse.Namespace) -> int:
         bot.store.close()
 
 
-def _target_row(bot, t: dict) -> dict:
+def _target_row(bot, t: dict, counts: list[dict]) -> dict:
+    from bot.training import backoff
+
     info = bot.store.model_info(t["handle"]) or {}
-    posted = [e for e in bot.store.bot_posts() if (e.get("target") or "").lower() == t["handle"].lower()]
+    mine = [c for c in counts if c["target"].lstrip("@") == t["handle"].lower() and c["status"] == "posted"]
     return {
         "handle": t["handle"], "user_id": t.get("user_id"), "weight": float(t.get("weight") or 1),
         "posts": bot.store.post_count(t["handle"]), "model_version": info.get("version"),
         "heldout_bits_per_char": info.get("heldout_bits_per_char"), "trained_at": info.get("trained_at"),
-        "bot_posts": sum(1 for e in posted if e.get("status") == "posted" and e.get("kind", "post") == "post"),
-        "bot_replies": sum(1 for e in posted if e.get("status") == "posted" and e.get("kind") == "reply"),
+        "bot_posts": sum(c["count"] for c in mine if c["kind"] == "post"),
+        "bot_replies": sum(c["count"] for c in mine if c["kind"] == "reply"),
+        "training_backoff": backoff(bot.store, t["handle"]),
     }
 
 
@@ -245,36 +255,61 @@ def cmd_replies(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Targets, post counts, models, last and next jobs, last errors."""
+    """Targets, post counts, models, last and next jobs, last errors, pauses, spend."""
     bot = _bot(args)
     try:
         store = bot.store
+        counts = store.bot_post_counts()
         statuses: dict[str, int] = {}
-        for e in store.bot_posts():
-            statuses[e.get("status", "?")] = statuses.get(e.get("status", "?"), 0) + 1
+        for c in counts:
+            statuses[c["status"] or "?"] = statuses.get(c["status"] or "?", 0) + c["count"]
+        jobs = store.jobs()
+        now = datetime.now(timezone.utc)
+        paused = {name: until for name in jobs
+                  if (until := store.get_cursor(f"paused_until:{name}")) and until > now.strftime("%Y-%m-%dT%H:%M:%S")}
         report = {
             "mode": "live" if bot.sends else "dry-run",
             "data_dir": str(bot.settings.data_dir),
-            "targets": [_target_row(bot, t) for t in store.targets()],
+            "targets": [_target_row(bot, t, counts) for t in store.targets()],
             "bot_posts": statuses,
             "mentions_handled": len(store.handled_mentions()),
-            "jobs": store.jobs(),
+            "jobs": jobs,
             "next_slot": store.get_cursor("next_slot"),
+            "posting_stopped": (jobs.get("posting") or {}).get("blocked"),
+            "paused_until": paused,
+            "cannot_post": {k: v for k, v in ((jobs.get("post") or {}).get("cannot_post") or {}).items()
+                            if v["until"] > now.strftime("%Y-%m-%dT%H:%M:%S")},
+            "api_spend": bot.meter.summary(),
         }
         if args.json:
             _print_json(report)
             return 0
         print(f"mode: {report['mode']}   state: {report['data_dir']}   next scheduled post: {report['next_slot'] or '-'}")
+        if report["posting_stopped"]:
+            print(f"POSTING STOPPED (until the settings are fixed and the bot restarted): {report['posting_stopped']}")
         print("targets:")
         for r in report["targets"]:
             model = f"model v{r['model_version']}, {r['heldout_bits_per_char']} bits/char" if r["model_version"] else "no model"
             print(f"  @{r['handle']:<16} {r['posts']:>6} posts  {model}  posted {r['bot_posts']}, replies {r['bot_replies']}")
+            if r["training_backoff"] and r["training_backoff"].get("until", "") > now.strftime("%Y-%m-%dT%H:%M:%S"):
+                b = r["training_backoff"]
+                print(f"      fine-tune failed {b['failures']}x, next try {b['until']}: {b['error']}")
+            if r["handle"].lower() in report["cannot_post"]:
+                c = report["cannot_post"][r["handle"].lower()]
+                print(f"      sits out of the rotation until {c['until']}: {c['reason']}")
         print("bot posts: " + (", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) or "none")
               + f"; mentions handled: {report['mentions_handled']}")
         print("jobs:")
         for name, j in sorted(report["jobs"].items()):
+            if name == "posting":
+                continue
             state = "ok" if j.get("ok") else ("ERROR " + str(j.get("error")) if j.get("ok") is False else "-")
-            print(f"  {name:<9} last {j.get('last_run', '-')}  next {j.get('next_run', '-')}  {state}")
+            pause = f"  paused until {paused[name]} (rate limit)" if name in paused else ""
+            print(f"  {name:<9} last {j.get('last_run', '-')}  next {j.get('next_run', '-')}  {state}{pause}")
+        spend = report["api_spend"]
+        cap = f", daily cap ${spend['daily_cap_usd']:.2f}" if spend["daily_cap_usd"] is not None else ""
+        print(f"X API spend (estimate): today ${spend['today']['usd']:.3f}, this month ${spend['month']['usd']:.3f}{cap}; "
+              "calls today: " + (", ".join(f"{k} {v}" for k, v in sorted(spend["today"]["calls"].items())) or "none"))
         return 0
     finally:
         bot.store.close()
@@ -299,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     # --- subcommands are registered here (one add_parser block per command) ---
     p = sub.add_parser("sandbox", help="run the local X API sandbox (no X account needed)")
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0: any free port)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; "
+                   "a non-loopback address needs --public)")
+    p.add_argument("--public", action="store_true", help="allow a --host reachable from other machines")
     p.set_defaults(func=cmd_sandbox)
 
     p = sub.add_parser("import", help="store an account's posts from a tweets.js, CSV or JSON Lines file")

@@ -10,7 +10,7 @@ the bot's recent posts (store, clock) and hands them over.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Iterable
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from bot.errors import BotError
 from bot.originality import NearCopyIndex, canonical_tokens
 from trainer import words as vocabulary
-from trainer.text import MAX_WEIGHTED_LENGTH, URL_SYMBOL, URL_WEIGHT, weighted_length
+from trainer.text import MAX_WEIGHTED_LENGTH, URL_SYMBOL, URL_WEIGHT, has_link, weighted_length
 
 if TYPE_CHECKING:
     from bot.store import Store
@@ -155,8 +155,8 @@ class ContentChecks:
             return text, ["empty: no text"]
         lowered = text.lower()
         raw_url = any(h in lowered for h in _URL_HINTS)
-        if raw_url or URL_SYMBOL in text:
-            reasons.append("url: a URL or URL placeholder is left (the bot posts no links)")
+        if raw_url or URL_SYMBOL in text or has_link(text):
+            reasons.append("url: a link, bare domain or URL placeholder is left (the bot posts no links)")
         if not text.isascii() and _PLACEHOLDER_RE.search(text):
             reasons.append("placeholder: an unknown-character symbol is left")
         if "@" in text or "\uff20" in text:
@@ -220,5 +220,12 @@ def checks_from_store(
     as the posts not to repeat; `rules` are ContentChecks' other keyword arguments."""
     if repeat_days < 0:
         raise BotError(f"repeat_days must be 0 or more, not {repeat_days}")
-    recent = store.bot_posts(since=now - timedelta(days=repeat_days)) if repeat_days else []
+    cut = now - timedelta(days=repeat_days)
+    recent = [e for e in store.recent_bot_posts(since=cut)  # recorded since: read only those
+              if _when(e.get("posted_at") or e["recorded_at"]) >= cut] if repeat_days else []
     return ContentChecks(recent_bot_posts=[b["text"] for b in recent], **rules)
+
+
+def _when(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

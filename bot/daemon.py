@@ -1,19 +1,32 @@
 """`python -m bot run`: the long-running bot.
 
 What it does, job by job (APScheduler BackgroundScheduler; see `schedule_jobs`):
-  at start   reconcile: every post or reply recorded as "about to be sent" is looked
+  at start   take the data directory's lock (one daemon per BOT_DATA_DIR), then
+             reconcile: every post or reply recorded as "about to be sent" is looked
              up among the bot's recent posts (posting is not idempotent); found ->
-             posted, not found -> not sent. Then the schedule resumes from the store.
+             posted, not found -> "unknown": given up, never sent again (a missed
+             slot is acceptable, a duplicate never is). Then the schedule resumes.
   refresh    every BOT_REFRESH_INTERVAL: download each target's new posts (since_id).
   train      every BOT_TRAIN_INTERVAL (and right after a refresh): fine-tune ONE target
-             that has no model or BOT_RETRAIN_NEW_POSTS new posts, in a child process;
-             the new model replaces the old only if its held-out loss is no worse.
-  post       at each slot (BOT_POST_INTERVAL +- BOT_POST_JITTER, or BOT_POST_CRON;
-             none in BOT_QUIET_HOURS): the next target by rotation/weight; sample,
-             filter, post the best. The slot is recorded before sending, so a slot is
-             never posted twice, even after kill -9.
+             that has no model or BOT_RETRAIN_NEW_POSTS new posts, in a child process
+             with a hard timeout; the new model replaces the old only if its held-out
+             loss is no worse. A target whose fine-tune fails waits (1 h doubling to
+             24 h) while the others train.
+  post       at each slot (BOT_POST_INTERVAL +- BOT_POST_JITTER, or BOT_POST_CRON): the
+             next target by stride rotation (shares follow the weights) among those
+             that can post now; sample, filter, post the best. In BOT_QUIET_HOURS (checked
+             when sending) the slot waits for the window's end. The slot is recorded
+             before sending, so it is never posted twice, even after kill -9.
   mentions   every BOT_MENTIONS_INTERVAL: read new mentions, decide (bot/replies.py),
-             reply as the target named (on the mention's topic). Each mention once.
+             reply as the target named (on the mention's topic). Each mention once; a
+             reply X refuses (deleted or hidden mention) marks the mention handled.
+  watchdog   every minute: the next slot is always scheduled, whatever a job raised.
+  prune      daily: records older than BOT_RETENTION_DAYS are removed.
+Refusals: a post refused for credentials or permissions stops posting and replying
+(one log line an hour, shown by `status`) until a restart; a 429 pauses that job until
+its reset (kept in the store across restarts); any job that keeps failing backs off
+exponentially (at most an hour). A write to the state that fails (disk full) stops the
+daemon with exit code 1: a supervisor restarts it, nothing stored is lost.
   SIGTERM/SIGINT: stop taking jobs, kill a running fine-tune, wait at most a few
              seconds for the current step, exit 0.
 Without credentials (or with BOT_DRY_RUN) nothing is sent: the text is logged instead.
@@ -24,7 +37,9 @@ another ("background"), so a fine-tune never delays a post and two never overlap
 """
 from __future__ import annotations
 
+import fcntl
 import logging
+import math
 import os
 import random
 import signal
@@ -34,18 +49,29 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from bot import replies
+from bot import replies, training
 from bot.compose import ComposeParams, Style, compose
 from bot.content import DEFAULT_BANNED_WORDS_FILE, checks_from_store, known_words
+from bot.costs import Meter, SpendCapReached
 from bot.errors import BotError
 from bot.originality import Selection, index_from_store
 from bot.settings import Settings
-from bot.store import Store
-from bot.training import needs_training, train_target
-from bot.xclient import AccessDenied, ApiError, CredentialsRejected, DuplicatePost, XClient
+from bot.store import Store, StoreWriteError
+from bot.xclient import (
+    AccessDenied,
+    ApiError,
+    CredentialsRejected,
+    DuplicatePost,
+    OutcomeUnknown,
+    PostRefused,
+    RateLimited,
+    XClient,
+)
+from trainer.errors import TrainerError
 
 log = logging.getLogger("bot")
 # APScheduler logs every job run at INFO; our own job wrapper logs what matters.
@@ -57,6 +83,11 @@ MENTIONS_CURSOR = "mentions"
 WAIT_FOR_MODEL_S = 15.0  # a slot that finds no model yet is tried again this much later
 STOP_GRACE_S = 7.0  # after SIGTERM, wait this long for the current step, then leave anyway
 DONE = ("posted", "dry-run")  # bot post statuses that mean "this slot / mention is done"
+SETTLED = DONE + ("unknown",)  # ... or given up: never sent again
+JOB_BACKOFF_S = (30.0, 3600.0)  # a job failing n times in a row waits 30 s * 2^(n-1), at most an hour
+TARGET_COOLDOWN_S = 3600.0  # a target that could not produce a post sits out this long
+REPLY_WINDOW = timedelta(days=14)  # replies this recent count for the budget and the loop guard
+LOCK_NAME = "bot.lock"
 
 
 class Stopping(BotError):
@@ -80,12 +111,17 @@ def _parse(value: str) -> datetime:
 def schedule_jobs(scheduler: Any, bot: Bot) -> None:
     s = bot.settings
     now = _now()
+    # misfire_grace_time=None: a poll that waited behind a post runs late instead of being dropped
+    every = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
     scheduler.add_job(bot.job("refresh", bot.refresh), "interval", seconds=s.refresh_interval, id="refresh", name="refresh",
-                      executor="background", next_run_time=now, max_instances=1, coalesce=True)
+                      executor="background", next_run_time=now, **every)
     scheduler.add_job(bot.job("train", bot.train_one), "interval", seconds=s.train_interval, id="train", name="train",
-                      executor="background", next_run_time=now + timedelta(seconds=1), max_instances=1, coalesce=True)
+                      executor="background", next_run_time=now + timedelta(seconds=1), **every)
     scheduler.add_job(bot.job("mentions", bot.answer_mentions), "interval", seconds=s.mentions_interval,
-                      id="mentions", name="mentions", executor="posting", next_run_time=now, max_instances=1, coalesce=True)
+                      id="mentions", name="mentions", executor="posting", next_run_time=now, **every)
+    scheduler.add_job(bot.job("prune", bot.prune), "interval", days=1, id="prune", name="prune",
+                      executor="background", next_run_time=now + timedelta(minutes=5), **every)
+    scheduler.add_job(bot.watchdog, "interval", seconds=60, id="watchdog", name="watchdog", executor="default", **every)
     bot.schedule_slot(bot.next_slot(initial=True))  # "post": a one-off job per slot
 
 
@@ -142,9 +178,17 @@ class Bot:
         self._styles: dict[str, tuple[int, Style, frozenset[str]]] = {}  # handle -> (posts, style, words)
         self.scheduler: Any = None
         self.training: list = []  # the running fine-tune child process, if any
+        self.fatal: BaseException | None = None  # a failure that ends the daemon (exit 1)
+        self.lock: Any = None  # the data directory's lock (run() holds it)
+        self.blocked: str | None = None  # why posting stopped (credentials, permissions) until a restart
+        self._failures: dict[str, tuple[int, float]] = {}  # job -> (failures in a row, monotonic time to wait for)
+        self._cooldown: dict[str, tuple[datetime, str]] = {}  # lowercase target -> (until, why it cannot post)
+        self._said: dict[str, float] = {}  # hourly log lines: key -> monotonic time last said
+        self._in_slot = threading.Event()  # a slot's job is running (the watchdog leaves it alone)
+        self.meter = Meter(store, dict(settings.prices), settings.daily_spend_cap)
         self.client: XClient | None = None
         if settings.has_credentials or settings.bearer_token:
-            self.client = XClient(settings, sleep=self._sleep)
+            self.client = XClient(settings, sleep=self._sleep, meter=self.meter)
         self._tz = ZoneInfo(settings.timezone)
 
     @property
@@ -155,34 +199,92 @@ class Bot:
         if self.stop.wait(seconds):
             raise Stopping("the bot is stopping")
 
+    def say_hourly(self, key: str, message: str) -> None:
+        """Log a warning that would repeat every poll at most once an hour."""
+        now = time.monotonic()
+        if now - self._said.get(key, -math.inf) >= 3600:
+            self._said[key] = now
+            log.warning("%s", message)
+
     def job(self, name: str, fn: Callable[[], str]) -> Callable[[], None]:
         """fn wrapped for the scheduler: its outcome (or one-line error) goes to the log
-        and to the store's job table, for `status`."""
+        and to the store's job table, for `status`. A job that fails again and again
+        backs off; one paused by a 429 waits for its reset; a state write that fails
+        stops the daemon."""
 
         def run() -> None:
-            if self.stop.is_set():
+            if self.stop.is_set() or self._held_back(name):
                 return
             started = _now()
             try:
                 summary = fn()
-                entry = {"ok": True, "summary": summary, "error": None}
+                entry = {"ok": True, "summary": summary, "error": None, "failures": 0}
+                self._failures.pop(name, None)
                 if summary:
                     log.info("%s: %s", name, summary)
             except Stopping:
                 return
-            except (BotError, OSError) as exc:
+            except StoreWriteError as exc:
+                self.die(exc)
+                return
+            except SpendCapReached as exc:
                 entry = {"ok": False, "error": str(exc), "error_at": _iso(_now())}
+                self.say_hourly(f"cap:{name}", f"{name}: {exc}")
+            except (BotError, OSError) as exc:
+                entry = {"ok": False, "error": str(exc), "error_at": _iso(_now()), **self._failed(name, exc)}
                 log.error("%s failed: %s", name, exc)
             except Exception as exc:  # a bug: keep running, but say where
-                entry = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "error_at": _iso(_now())}
+                entry = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "error_at": _iso(_now()),
+                         **self._failed(name, exc)}
                 log.exception("%s failed unexpectedly", name)
             entry.update(last_run=_iso(started), seconds=round((_now() - started).total_seconds(), 3))
             nxt = self.scheduler.get_job(name) if self.scheduler is not None else None
             if nxt is not None and nxt.next_run_time is not None:
                 entry["next_run"] = _iso(nxt.next_run_time)
-            self.store.record_job(name, **entry)
+            try:
+                self.store.record_job(name, **entry)
+            except StoreWriteError as exc:
+                self.die(exc)
 
         return run
+
+    def die(self, exc: BaseException) -> None:
+        """Stop the daemon with exit code 1 (a supervisor restarts it)."""
+        if self.fatal is None:
+            log.error("%s; stopping (exit code 1): nothing stored earlier is lost", exc)
+            self.fatal = exc
+        self.stop.set()
+
+    def _failed(self, name: str, exc: BaseException) -> dict:
+        """Count a failure of job `name`; a 429's reset or an exponential backoff holds it."""
+        count = self._failures.get(name, (0, 0.0))[0] + 1
+        wait = min(JOB_BACKOFF_S[0] * 2 ** (count - 1), JOB_BACKOFF_S[1])
+        reset_at = getattr(exc, "reset_at", None) if isinstance(exc, RateLimited) else None
+        if reset_at is not None:
+            until = datetime.fromtimestamp(reset_at, timezone.utc)
+            self.store.set_cursor(f"paused_until:{name}", _iso(until))  # survives a restart
+            wait = max(wait, (until - _now()).total_seconds())
+        self._failures[name] = (count, time.monotonic() + wait)
+        return {"failures": count, "backoff_until": _iso(_now() + timedelta(seconds=wait))}
+
+    def _held_back(self, name: str) -> bool:
+        paused = self.store.get_cursor(f"paused_until:{name}")
+        if paused and _parse(paused) > _now():
+            return True
+        failures = self._failures.get(name)
+        return failures is not None and time.monotonic() < failures[1]
+
+    def watchdog(self) -> None:
+        """The next slot is always scheduled: a slot whose job was lost gets one again."""
+        if self.stop.is_set() or self.scheduler is None or self.scheduler.get_job("post") is not None:
+            return
+        if self._in_slot.is_set():  # a running one-off job is out of the job store: not lost
+            return
+        log.warning("no post was scheduled (a job failed); scheduling the next slot again")
+        try:
+            self.schedule_slot(self.next_slot(initial=True))
+        except StoreWriteError as exc:
+            self.die(exc)
 
     # --- refresh ------------------------------------------------------------------------
     def refresh(self, handle: str | None = None) -> str:
@@ -198,9 +300,11 @@ class Bot:
                 break
             since = self.store.newest_post_id(t["handle"])
             try:
-                posts = self.client.fetch_posts(t.get("user_id") or t["handle"], since_id=since)
+                posts = self.client.fetch_posts(t.get("user_id") or t["handle"], since_id=since, username=t["handle"])
+            except SpendCapReached:
+                raise
             except AccessDenied as exc:
-                errors.append(f"@{t['handle']}: {exc} (the free API tier cannot read timelines: import an archive)")
+                errors.append(f"@{t['handle']}: {exc} (the API plan cannot read timelines: import an archive)")
                 continue
             except ApiError as exc:
                 errors.append(f"@{t['handle']}: {exc}")
@@ -215,16 +319,34 @@ class Bot:
 
     # --- train --------------------------------------------------------------------------
     def train_one(self) -> str:
-        """Fine-tune the first target that needs it (one per run: a run takes minutes)."""
+        """Fine-tune the first target that needs it and is not backing off after failures
+        (one per run: a run takes minutes). A failure is counted against that target only."""
+        now, failed = _now(), []
         for t in self.store.targets():
-            reason = needs_training(self.store, t["handle"], self.settings)
-            if reason:
-                log.info("@%s needs a fine-tune: %s", t["handle"], reason)
-                r = train_target(self.store, t["handle"], self.settings, stop=self.stop, running=self.training)
-                verdict = "registered" if r["replaced"] else "rejected (worse than the current model)"
-                return (f"@{r['handle']} model v{r['version']} {verdict}: held-out {r['heldout_bits_per_char']} "
-                        f"bits/char in {r['train_seconds']} s")
-        return ""
+            name = t["handle"]
+            reason = training.needs_training(self.store, name, self.settings)
+            if not reason or training.waiting_until(self.store, name, now):
+                continue
+            log.info("@%s needs a fine-tune: %s", name, reason)
+            try:
+                r = training.train_target(self.store, name, self.settings, stop=self.stop, running=self.training)
+            except BotError as exc:
+                if self.stop.is_set():
+                    raise Stopping("the bot is stopping") from None
+                until = training.note_failure(self.store, name, self.settings, str(exc), now)
+                log.error("%s; @%s waits until %s before the next try", exc, name, _iso(until))
+                failed.append(f"@{name} failed (next try {_iso(until)})")
+                continue
+            training.note_success(self.store, name)
+            verdict = "registered" if r["replaced"] else "rejected (worse than the current model)"
+            return "; ".join(failed + [f"@{r['handle']} model v{r['version']} {verdict}: held-out "
+                                       f"{r['heldout_bits_per_char']} bits/char in {r['train_seconds']} s"])
+        return "; ".join(failed)
+
+    # --- housekeeping -------------------------------------------------------------------
+    def prune(self) -> str:
+        removed = self.store.prune(self.settings.retention_days)
+        return f"pruned {removed}" if any(removed.values()) else ""
 
     # --- composing ----------------------------------------------------------------------
     def generate(self, handle: str, mention: str | None = None, n: int | None = None,
@@ -258,39 +380,87 @@ class Bot:
             self._styles[key] = cached
         return cached[1], cached[2]
 
+    # --- rotation -----------------------------------------------------------------------
+    def rotation(self, now: datetime | None = None) -> list[dict]:
+        """Targets that can post now, next first, by stride scheduling: each post moves
+        its target's "rotation_pass" on by 1/weight and the lowest pass posts next, so
+        over any stretch each target's share of posts follows its weight. A target new
+        to the rotation, or back after sitting out, starts at the back of the band the
+        others' passes lie in: it posts soon, then takes its share, instead of taking
+        every slot to catch up."""
+        now = now or _now()
+        ready = [dict(t) for t in self.store.targets()
+                 if self.store.model_info(t["handle"]) and not self.cooling(t["handle"], now)]
+        known = [float(t["rotation_pass"]) for t in ready if t.get("rotation_pass") is not None]
+        front = max(known) if known else 0.0
+        # passes in turn lie within one (longest) stride of the front; below that, a target
+        # was away: it comes back at the edge of that band
+        floor = front - max((1.0 / float(t.get("weight") or 1) for t in ready), default=1.0)
+        for t in ready:
+            own = t.get("rotation_pass")
+            t["rotation_pass"] = max(float(own), floor) if own is not None else floor
+        return sorted(ready, key=lambda t: (t["rotation_pass"], t["handle"].lower()))
+
+    def _advance(self, target: dict) -> None:
+        """`target` (as `rotation` gave it) posted: move its pass on by one stride."""
+        stride = 1.0 / float(target.get("weight") or 1)
+        self.store.add_target(target["handle"], rotation_pass=target["rotation_pass"] + stride)
+
     def pick_target(self) -> dict | None:
-        """The next target to post as: the fewest posts per unit of weight (equal weights:
-        plain rotation), among targets with a model."""
-        ready = [t for t in self.store.targets() if self.store.model_info(t["handle"])]
-        if not ready:
+        """The next target to post as (see `rotation`), or None."""
+        ready = self.rotation()
+        return ready[0] if ready else None
+
+    def cooling(self, handle: str, now: datetime) -> str | None:
+        """Why `handle` sits out of the rotation now (it could not produce a post), or None."""
+        entry = self._cooldown.get(handle.lower())
+        if entry is None or entry[0] <= now:
             return None
-        counts: dict[str, int] = {}
-        last: dict[str, str] = {}
-        for e in self.store.bot_posts():
-            if e.get("kind", "post") == "post" and e.get("status") in DONE and e.get("target"):
-                key = e["target"].lower()
-                counts[key] = counts.get(key, 0) + 1
-                last[key] = e["recorded_at"]
-        return min(ready, key=lambda t: (counts.get(t["handle"].lower(), 0) / float(t.get("weight") or 1),
-                                         last.get(t["handle"].lower(), ""), t["handle"].lower()))
+        return entry[1]
+
+    def _cool(self, handle: str, reason: str) -> None:
+        until = _now() + timedelta(seconds=TARGET_COOLDOWN_S)
+        self._cooldown[handle.lower()] = (until, reason)
+        log.warning("@%s cannot post now (%s): skipped in the rotation until %s", handle, reason, _iso(until))
+        self.store.record_job("post", cannot_post={k: {"until": _iso(u), "reason": r} for k, (u, r) in self._cooldown.items()
+                                                   if u > _now()})
 
     # --- posting ------------------------------------------------------------------------
     def post(self, slot: str | None = None, handle: str | None = None, dry_run: bool = False,
              ticked: float | None = None) -> Outcome:
-        """One post now, as `handle` or the next target. `slot` names the schedule slot."""
+        """One post now, as `handle` or the next target. `slot` names the schedule slot.
+        Without `handle`, a target that cannot produce a post sits out and the next one
+        in the rotation is tried."""
         ticked = time.monotonic() if ticked is None else ticked
-        target = self.store.target(handle) if handle else self.pick_target()
-        if handle and target is None:
-            raise BotError(f"@{handle.lstrip('@')} is not a target")
-        if target is None or self.store.model_info(target["handle"]) is None:
-            return Outcome("waiting", reason="no target has a model yet")
-        name = target["handle"]
-        selection = self.generate(name)
-        if selection.best is None:
-            reasons = sorted({r.split(":")[0] for v in selection.rejected for r in v.reasons})
-            return Outcome("skipped", name, reason=f"no candidate passed the filter ({', '.join(reasons)})")
-        record = {"kind": "post", "target": name, "slot": slot}
-        return self._send(selection, record, None, dry_run, ticked)
+        if handle:
+            target = self.store.target(handle)
+            if target is None:
+                raise BotError(f"@{handle.lstrip('@')} is not a target")
+            candidates = [target] if self.store.model_info(target["handle"]) else []
+        else:
+            candidates = self.rotation()
+        if not candidates:
+            return Outcome("waiting", reason="no target has a model yet" if not handle else "no model yet")
+        skipped = []
+        for target in candidates:
+            name = target["handle"]
+            try:
+                selection = self.generate(name)
+            except (BotError, TrainerError, OSError) as exc:  # e.g. a model file that cannot be read
+                reason = f"its model cannot be used: {exc}"
+            else:
+                if selection.best is not None:
+                    record = {"kind": "post", "target": name, "slot": slot}
+                    outcome = self._send(selection, record, None, dry_run, ticked)
+                    if not handle and outcome.status in SETTLED:
+                        self._advance(target)
+                    return outcome
+                reasons = sorted({r.split(":")[0] for v in selection.rejected for r in v.reasons})
+                reason = f"no candidate passed the filter ({', '.join(reasons)})"
+            skipped.append(f"@{name}: {reason}")
+            if not handle:
+                self._cool(name, reason)
+        return Outcome("skipped", candidates[0]["handle"] if handle else None, reason="; ".join(skipped))
 
     def _send(self, selection: Selection, record: dict, reply_to: str | None, dry_run: bool, ticked: float) -> Outcome:
         """Record the intent, send, record the result. Tries the next candidate on a
@@ -309,11 +479,21 @@ class Bot:
             except DuplicatePost:
                 self.store.update_bot_post(key, status="refused", reason="duplicate")
                 continue
+            except OutcomeUnknown as exc:
+                self.store.update_bot_post(key, status="unknown", reason=str(exc))
+                log.warning("%s", exc)
+                return Outcome("unknown", target, text, key=key, reason=str(exc))
+            except PostRefused as exc:  # about this post (e.g. its mention was deleted): final for it only
+                self.store.update_bot_post(key, status="refused", reason=str(exc))
+                return Outcome("refused", target, text, key=key, reason=str(exc))
+            except (CredentialsRejected, AccessDenied) as exc:  # about the account: posting stops
+                self.store.update_bot_post(key, status="refused", reason=str(exc))
+                self.block(str(exc))
+                raise
             except ApiError as exc:
-                # After a timeout or 5xx the post may have landed anyway: stay "intent"
-                # so reconcile() looks for it, unless X answered with a clear refusal.
-                if exc.status in (400, 401, 403):
-                    self.store.update_bot_post(key, status="refused", reason=str(exc))
+                # Only failures that certainly sent nothing reach here (a 429, no connection):
+                # the record is settled as not sent.
+                self.store.update_bot_post(key, status="not-sent", reason=str(exc))
                 raise
             latency = round(time.monotonic() - ticked, 3)
             self.store.update_bot_post(key, status="posted", api_id=api_id, posted_at=_iso(_now()), latency_s=latency)
@@ -322,8 +502,16 @@ class Bot:
             return Outcome("posted", target, text, api_id, key=key, latency_s=latency)
         return Outcome("skipped", target, reason="X refused every candidate as a duplicate")
 
+    def block(self, reason: str) -> None:
+        """Stop posting and replying until a restart (credentials or permissions refused)."""
+        self.blocked = reason
+        self.store.record_job("posting", ok=False, blocked=reason, since=_iso(_now()))
+        self.say_hourly("blocked", f"posting stopped until the settings are fixed and the bot restarted: {reason}")
+
     def reconcile(self) -> str:
-        """Settle posts recorded as about to be sent whose fate a crash hid."""
+        """Settle posts recorded as about to be sent whose fate a crash hid: found among
+        the bot's posts -> posted; not found, or the look-up refused -> unknown (given
+        up, never sent again). A look-up that fails for a while leaves them pending."""
         pending = self.store.pending_bot_posts()
         if not pending:
             return ""
@@ -332,14 +520,23 @@ class Bot:
             return ""
         settled = []
         for e in pending:
-            found = self.client.find_own_post(e["text"], e.get("in_reply_to"))
+            try:
+                found = self.client.find_own_post(e["text"], e.get("in_reply_to"))
+            except (AccessDenied, CredentialsRejected) as exc:
+                found, why = None, f"the bot's timeline cannot be read ({exc})"
+            except ApiError as exc:
+                log.warning("cannot check whether %s was sent yet: %s", e["key"], exc)
+                continue
+            else:
+                why = "not found among the bot's recent posts"
             if found:
                 self.store.update_bot_post(e["key"], status="posted", api_id=found, posted_at=e["recorded_at"],
                                            reconciled=True)
             else:
-                self.store.update_bot_post(e["key"], status="not-sent", reconciled=True)
-            settled.append(f"{e['key']}: {'posted as ' + found if found else 'not sent'}")
-        log.info("reconciled %d interrupted post(s): %s", len(settled), "; ".join(settled))
+                self.store.update_bot_post(e["key"], status="unknown", reason=why, reconciled=True)
+            settled.append(f"{e['key']}: {'posted as ' + found if found else 'unknown, given up: ' + why}")
+        if settled:
+            log.info("reconciled %d interrupted post(s): %s", len(settled), "; ".join(settled))
         return f"reconciled {len(settled)}"
 
     # --- the schedule of posts ----------------------------------------------------------
@@ -372,13 +569,23 @@ class Bot:
         ticked = time.monotonic()
         name = _iso(slot)
         retry_at = None
+        self._in_slot.set()
         try:
             self.reconcile()
-            done = [e for e in self.store.bot_posts() if e.get("slot") == name and e.get("status") in DONE]
-            if done:
-                return f"slot {name} was already posted ({done[0].get('api_id') or done[0]['status']})"
-            if self.in_quiet_hours(slot):
-                return f"slot {name} skipped: quiet hours"
+            earlier = self.store.slot_records(name)
+            settled = [e for e in earlier if e.get("status") in SETTLED]
+            if settled:
+                return f"slot {name} was already {settled[0]['status']} ({settled[0].get('api_id') or '-'})"
+            if any(e.get("status") == "intent" for e in earlier):
+                retry_at = _now() + timedelta(seconds=60)
+                return f"slot {name} waits: whether its earlier try was sent is not known yet"
+            if self.blocked:
+                self.say_hourly("blocked", f"posting stopped until the settings are fixed and the bot restarted: {self.blocked}")
+                return f"slot {name} skipped: posting stopped ({self.blocked})"
+            quiet_end = self.quiet_until(_now())
+            if quiet_end is not None:
+                retry_at = quiet_end
+                return f"slot {name} waits for the end of quiet hours ({_iso(quiet_end)})"
             outcome = self.post(slot=name, ticked=ticked)
             if outcome.status == "waiting":
                 retry_at = _now() + timedelta(seconds=WAIT_FOR_MODEL_S)
@@ -386,28 +593,48 @@ class Bot:
             if outcome.status == "skipped":
                 log.warning("slot %s skipped: %s", name, outcome.reason)
             return f"slot {name}: {outcome.status}" + (f" {outcome.api_id}" if outcome.api_id else "")
-        except (ApiError, Stopping):
-            # the slot's fate may be unknown (a pending intent): try the same slot again soon
-            retry_at = _now() + timedelta(seconds=min(self.settings.post_interval, 60))
+        except (ApiError, SpendCapReached, Stopping) as exc:
+            if isinstance(exc, (CredentialsRejected, AccessDenied)) and self.blocked:
+                raise  # the slot is skipped: posting stopped
+            # nothing was sent (see _send): the same slot is tried again, later each time
+            count = self._failures.get("post", (0, 0.0))[0] + 1
+            wait = min(JOB_BACKOFF_S[0] * 2 ** (count - 1), JOB_BACKOFF_S[1])
+            if isinstance(exc, RateLimited) and exc.reset_at is not None:
+                wait = max(wait, exc.reset_at - time.time() + 1)
+            retry_at = _now() + timedelta(seconds=wait)
             raise
         finally:
             if not self.stop.is_set():
-                if retry_at is not None:
-                    self.schedule_slot(slot, run_at=retry_at)
-                else:
-                    self.schedule_slot(self.next_slot())
+                try:
+                    self.schedule_slot(slot, run_at=retry_at) if retry_at is not None else self.schedule_slot(self.next_slot())
+                except Exception as exc:  # the watchdog schedules it again within a minute
+                    log.error("could not schedule the next post: %s", exc)
+            self._in_slot.clear()
+
+    def quiet_until(self, when: datetime) -> datetime | None:
+        """The end of the quiet hours `when` falls in, or None when posting is allowed."""
+        if not self.settings.quiet_hours:
+            return None
+        start, end = self.settings.quiet_hours
+        local = when.astimezone(self._tz)
+        hour = local.hour
+        inside = start <= hour < end if start < end else (hour >= start or hour < end)
+        if not inside:
+            return None
+        day = local.date() if hour < end else local.date() + timedelta(days=1)
+        return datetime(day.year, day.month, day.day, end, tzinfo=self._tz)
 
     def in_quiet_hours(self, when: datetime) -> bool:
-        if not self.settings.quiet_hours:
-            return False
-        start, end = self.settings.quiet_hours
-        hour = when.astimezone(self._tz).hour
-        return start <= hour < end if start < end else (hour >= start or hour < end)
+        return self.quiet_until(when) is not None
 
     # --- mentions and replies -----------------------------------------------------------
     def answer_mentions(self, dry_run: bool = False) -> str:
         if self.client is None or not self.settings.has_credentials:
             return "no X credentials: mentions are not read"
+        if self.blocked and not dry_run:
+            # unanswered mentions stay unread: after a restart with good settings they are answered
+            self.say_hourly("blocked", f"posting stopped until the settings are fixed and the bot restarted: {self.blocked}")
+            return ""
         self.reconcile()
         me = self.client.me()
         since = self.store.get_cursor(MENTIONS_CURSOR)
@@ -424,8 +651,8 @@ class Bot:
             backlog_seconds=self.settings.reply_backlog, blocklist=self.settings.blocklist,
         )
         past, handled = [], self.store.handled_mentions()
-        for e in self.store.bot_posts():
-            if e.get("kind") == "reply" and e.get("status") in DONE + ("intent",):
+        for e in self.store.recent_bot_posts(kind="reply", since=_now() - REPLY_WINDOW):
+            if e.get("status") in SETTLED + ("intent",):
                 handled.add(str(e["in_reply_to"]))
                 past.append(replies.PastReply(str(e.get("reply_to_author_id")), str(e.get("conversation_id")),
                                               _parse(e.get("posted_at") or e["recorded_at"])))
@@ -465,15 +692,37 @@ class Bot:
                   "reply_to_author_id": str(mention.get("author_id")),
                   "conversation_id": str(mention.get("conversation_id") or mention["id"])}
         outcome = self._send(selection, record, str(mention["id"]), dry_run, ticked)
-        self.store.mark_mention(mention["id"], "replied" if outcome.status in DONE else "skipped",
-                                target=target, reply_key=outcome.key, reason=outcome.reason,
+        status = "replied" if outcome.status in DONE else outcome.status if outcome.status in ("unknown", "refused") else "skipped"
+        if outcome.status in ("unknown", "refused"):
+            log.warning("mention %s: no reply (%s)", mention["id"], outcome.reason)
+        self.store.mark_mention(mention["id"], status, target=target, reply_key=outcome.key, reason=outcome.reason,
                                 author_id=mention.get("author_id"), conversation_id=record["conversation_id"])
         return outcome
 
 
 # --- running ----------------------------------------------------------------------------------
+def hold_lock(data_dir: Path) -> Any:
+    """Take the data directory's lock for this process's life (the OS drops it when the
+    process ends, even after kill -9), or BotError naming the daemon that holds it."""
+    path = Path(data_dir) / LOCK_NAME
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise BotError(f"another bot is already running on {data_dir} (pid {holder}); stop it first") from None
+    os.chmod(path, 0o600)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def run(settings: Settings, on_ready: Callable[[Bot], None] | None = None) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit code (0)."""
+    """Run until SIGTERM/SIGINT; returns the exit code (0, or 1 when a state write failed)."""
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -486,7 +735,14 @@ def run(settings: Settings, on_ready: Callable[[Bot], None] | None = None) -> in
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     store = Store(settings.data_dir)
+    try:
+        lock = hold_lock(settings.data_dir)
+    except BotError:
+        store.close()
+        raise
     bot = Bot(settings, store, stop)
+    bot.lock = lock
+    store.record_job("posting", ok=True, blocked=None, since=_iso(_now()))  # a restart lifts a stop
     mode = "live" if bot.sends else "DRY RUN (nothing is sent)"
     log.info("bot starting: %s, %d target(s), state in %s, API %s", mode, len(store.targets()), store.path,
              settings.api_base_url)
@@ -495,6 +751,10 @@ def run(settings: Settings, on_ready: Callable[[Bot], None] | None = None) -> in
     try:
         if bot.sends:
             bot.reconcile()
+    except StoreWriteError as exc:
+        bot.die(exc)
+        store.close()
+        return 1
     except BotError as exc:
         log.error("reconcile failed (will retry before posting): %s", exc)
     scheduler = BackgroundScheduler(
@@ -527,9 +787,9 @@ def shutdown(bot: Bot) -> int:
         log.warning("a step did not finish within %.0f s; leaving it (it is reconciled at the next start)", STOP_GRACE_S)
         logging.shutdown()
         sys.stdout.flush()
-        os._exit(0)
+        os._exit(1 if bot.fatal else 0)
     bot.store.close()
     if bot.client is not None:
         bot.client.close()
-    log.info("bot stopped")
-    return 0
+    log.info("bot stopped" + (" after a failure (exit code 1)" if bot.fatal else ""))
+    return 1 if bot.fatal else 0

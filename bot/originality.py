@@ -459,8 +459,5 @@ def index_from_store(store: Store, handle: str, params: NearCopyParams | None = 
         raise BotError(f"no posts of @{name} are stored yet (fetch them, or `import {name} FILE`)")
     index = NearCopyIndex(params)
     index.add_many((p["id"], p["text"]) for p in posts)
-    wanted = handle.lstrip("@").lower()
-    index.add_many(
-        (f"bot:{b['key']}", b["text"]) for b in store.bot_posts() if str(b.get("target") or "").lstrip("@").lower() == wanted
-    )
+    index.add_many((f"bot:{key}", text) for key, text in store.bot_post_texts(handle))
     return index

@@ -12,6 +12,11 @@ What it implements, with the live API's paths, JSON shapes, status codes and err
   GET    /2/users/{id}/mentions          (newest 800 reachable)
   POST   /2/tweets                       (201; 403 on duplicate content; user context only)
   DELETE /2/tweets/{id}                  (user context only)
+As on X, a created post's links (URLs and bare domains such as example.com) are stored and
+served as https://t.co/<10 characters> links, each counting 23 towards the 280 limit; the
+duplicate check compares normalized text (HTML entities, NFC, whitespace, any t.co link
+equal to any other); a reply to a deleted or hidden post is refused with 403; and with a
+timeline lag a new post reaches timelines and mentions only some seconds after it was made.
 Paging (max_results 5-100, pagination_token, meta.next_token/newest_id/oldest_id/
 result_count), since_id/until_id, exclude=retweets,replies, tweet.fields, user.fields,
 expansions=author_id; unknown/protected/suspended accounts answered as X does (HTTP 200
@@ -19,8 +24,11 @@ with an `errors` list); x-rate-limit-* headers and real 15-minute rate limits; O
 HMAC-SHA1 signatures verified with oauthlib; app-only bearer token checked.
 
 Test helpers (Python, or HTTP under /sandbox/ with no auth): add posts and mentions,
-inject faults (429 with or without a reset header, 5xx, slow answers, dropped
-connections, duplicate-content 403, 401, a tier refusal), read back what the bot posted.
+delete or hide posts, set the timeline lag, inject faults (429 with or without a reset
+header, 5xx, slow answers, dropped connections before or after the work is done,
+duplicate-content 403, 401, a tier refusal, a read-only app), read back what the bot
+posted. The /sandbox/ routes answer only loopback clients (404 to anyone else), so a
+sandbox served on the network cannot be steered from outside.
 """
 from __future__ import annotations
 
@@ -34,9 +42,13 @@ import itertools
 import json
 import logging
 import re
+import secrets
 import signal
+import socket
+import string
 import threading
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -49,8 +61,8 @@ from urllib.parse import parse_qs, urlsplit
 from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth1.rfc5849 import signature as oauth_signature
 
-from bot.settings import Settings
-from trainer.text import MAX_WEIGHTED_LENGTH, is_retweet, weighted_length
+from bot.settings import Settings, is_loopback
+from trainer.text import LINK_RE, MAX_WEIGHTED_LENGTH, is_retweet, weighted_length
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +92,8 @@ RATE_WINDOW_S = 15 * 60
 # Requests per 15-minute window, per endpoint and per caller (X's published limits).
 RATE_LIMITS = {"me": 75, "user": 300, "tweets": 1500, "mentions": 450, "create": 200, "delete": 50}
 TWITTER_EPOCH_MS = 1288834974657
-FAULT_KINDS = ("429", "usage_cap", "500", "503", "slow", "disconnect", "duplicate", "401", "tier")
+FAULT_KINDS = ("429", "usage_cap", "500", "503", "slow", "disconnect", "lost", "duplicate", "401", "tier",
+               "write_forbidden")
 
 TWEET_FIELDS = {
     "attachments", "author_id", "context_annotations", "conversation_id", "created_at",
@@ -111,6 +124,12 @@ def _problem(status: int, title: str, detail: str, type_: str = "about:blank", *
 UNAUTHORIZED = _problem(401, "Unauthorized", "Unauthorized")
 TOO_MANY = _problem(429, "Too Many Requests", "Too Many Requests")
 DUPLICATE = _problem(403, "Forbidden", "You are not allowed to create a Tweet with duplicate content.")
+REPLY_REFUSED = _problem(403, "Forbidden", "You attempted to reply to a Tweet that is deleted or not visible to you.")
+# An app whose keys were made while it was read-only (X: "oauth1-permissions").
+WRITE_FORBIDDEN = _problem(
+    403, "Forbidden", "Your client app is not configured with the appropriate oauth1 app permissions for this endpoint.",
+    PROBLEM + "oauth1-permissions",
+)
 USAGE_CAPPED = {
     "title": "UsageCapExceeded", "detail": "Usage cap exceeded: Monthly product cap",
     "type": PROBLEM + "usage-capped", "period": "Monthly", "scope": "Product",
@@ -155,6 +174,38 @@ def _user_error(kind: str, parameter: str, value: str) -> dict:
     }
 
 
+# --- links and duplicate text, as X treats them -------------------------------------------
+_TRAILING_PUNCTUATION = ".,;:!?'\")]}"  # ends a sentence, not the link
+TCO_RE = re.compile(r"https://t\.co/[A-Za-z0-9]+")
+_TCO_CHARS = string.ascii_letters + string.digits
+
+
+def new_tco_link() -> str:
+    return "https://t.co/" + "".join(secrets.choice(_TCO_CHARS) for _ in range(10))
+
+
+def shorten_links(text: str) -> str:
+    """`text` with every link replaced by a fresh t.co link, as X stores a new post."""
+
+    def replace(match: re.Match[str]) -> str:
+        link = match.group(0)
+        if match.group("country") and not match.group("path") and link.count(".") == 1:
+            return link  # a short country-TLD domain with no path stays text
+        core = link.rstrip(_TRAILING_PUNCTUATION)
+        if core.endswith("://"):
+            return link  # "https://." is no link
+        return new_tco_link() + link[len(core):]
+
+    return LINK_RE.sub(replace, text)
+
+
+def duplicate_key(text: str) -> str:
+    """What X compares to refuse a duplicate: entities decoded, NFC, whitespace collapsed,
+    and every t.co link the same (two posts that differ only in their links are duplicates)."""
+    text = unicodedata.normalize("NFC", html.unescape(text))
+    return " ".join(TCO_RE.sub("https://t.co/", text).split())
+
+
 class _Reply(Exception):
     """Raised inside a route to answer at once with this status, body and headers."""
 
@@ -191,6 +242,10 @@ class _World:
         self.windows: dict[tuple[str, str], list[float]] = {}  # (endpoint, caller) -> [reset, remaining]
         self.nonces: deque[tuple[str, str]] = deque(maxlen=10000)
         self.log: deque[tuple[str, str, int]] = deque(maxlen=100000)
+        # Seconds before a post made through POST /2/tweets reaches timelines and mentions
+        # (X's timelines are eventually consistent); read at query time, so changing it
+        # applies to posts already made.
+        self.timeline_lag = 0.0
         self._last_id = 0
 
     # ids -----------------------------------------------------------------------------------
@@ -246,6 +301,8 @@ class _World:
             "created_at": _ms_to_iso(_snowflake_ms(post_id)) if created_at is None else _api_time(created_at),
             "conversation_id": conversation_id, "in_reply_to_user_id": in_reply_to_user_id,
             "referenced_tweets": refs, "deleted": False,
+            "hidden": False,  # not visible to the bot: its author blocked it or went private
+            "posted_at": None,  # time.time() when made through POST /2/tweets (timeline lag)
         }
         self.posts[post_id] = post
         bisect.insort(self.timeline.setdefault(author["id"], []), int(post_id))
@@ -253,14 +310,23 @@ class _World:
             bisect.insort(self.mentioning.setdefault(name.lower(), []), int(post_id))
         return post
 
+    def readable(self, post: dict, now: float) -> bool:
+        """Whether the API shows this post to the bot now: not deleted, not hidden, and
+        past the timeline lag if it was made through the API."""
+        if post["deleted"] or post["hidden"]:
+            return False
+        return post["posted_at"] is None or now >= post["posted_at"] + self.timeline_lag
+
     def live(self, ids: list[int]) -> list[dict]:
-        """The posts for these ids that are not deleted, newest first."""
-        out = []
-        for pid in reversed(ids):
-            post = self.posts[str(pid)]
-            if not post["deleted"]:
-                out.append(post)
-        return out
+        """The readable posts for these ids, newest first."""
+        now = time.time()
+        return [post for post in (self.posts[str(pid)] for pid in reversed(ids)) if self.readable(post, now)]
+
+    def post(self, post_id: str) -> dict:
+        post = self.posts.get(str(post_id))
+        if post is None:
+            raise KeyError(f"no post {post_id}")
+        return post
 
     # faults --------------------------------------------------------------------------------
     def take_fault(self, method: str, path: str) -> Fault | None:
@@ -295,6 +361,8 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], world: _World):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6  # an IPv6 host such as ::1
         super().__init__(address, _Handler)
         self.world = world
         self.closing = threading.Event()
@@ -338,32 +406,53 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        delay = 0.0
+        if path.startswith("/sandbox/"):
+            self._send(*self._answer_admin(method, path, query, body))
+            return
+        with world.lock:
+            fault = world.take_fault(method, path)
+        if fault is not None and fault.kind == "disconnect":
+            self._drop(method, path)  # before any work: nothing happened
+            return
+        status, payload, headers = self._answer_api(method, path, query, body, fault)
+        if fault is not None and fault.kind == "lost":
+            self._drop(method, path)  # after the work: done, but the client cannot know
+            return
+        world.log.append((method, path, status))
+        if fault is not None and fault.kind == "slow":
+            # The work is done; only the answer is late, as when X's answer is lost on the way.
+            self.server.closing.wait(fault.delay)
+        self._send(status, payload, headers)
+
+    def _answer_admin(self, method: str, path: str, query: dict, body: bytes) -> tuple[int, Any, dict]:
+        # Only this machine may steer the sandbox: to anyone else the routes do not exist.
+        if not is_loopback(str(self.client_address[0])):
+            return 404, NOT_FOUND_ROUTE, {}
         try:
-            if path.startswith("/sandbox/"):
-                status, payload, headers = _admin(world, method, path, query, body)
-            else:
-                with world.lock:
-                    fault = world.take_fault(method, path)
-                if fault is not None and fault.kind == "disconnect":
-                    world.log.append((method, path, 0))
-                    self.close_connection = True
-                    return  # no answer at all: the client sees the connection drop
-                if fault is not None and fault.kind != "slow":
-                    raise _fault_reply(fault)
-                delay = fault.delay if fault is not None else 0.0
-                status, payload, headers = self._api(method, path, query, body)
+            return _admin(self.server.world, method, path, query, body)
         except _Reply as reply:
-            status, payload, headers = reply.status, reply.body, reply.headers
+            return reply.status, reply.body, reply.headers
         except Exception:  # a bug in the sandbox must still answer, as a 500
             log.exception("sandbox: internal error on %s %s", method, self.path)
-            status, payload, headers = 500, _problem(500, "Internal Server Error", "Internal Server Error"), {}
-        if not path.startswith("/sandbox/"):
-            world.log.append((method, path, status))
-        if delay:
-            # The work is done; only the answer is late, as when X's answer is lost on the way.
-            self.server.closing.wait(delay)
-        self._send(status, payload, headers)
+            return 500, {"error": "internal error"}, {}
+
+    def _answer_api(self, method: str, path: str, query: dict, body: bytes,
+                    fault: Fault | None) -> tuple[int, Any, dict]:
+        try:
+            if fault is not None and fault.kind not in ("slow", "lost"):
+                raise _fault_reply(fault)
+            return self._api(method, path, query, body)
+        except _Reply as reply:
+            return reply.status, reply.body, reply.headers
+        except Exception:  # a bug in the sandbox must still answer, as a 500
+            log.exception("sandbox: internal error on %s %s", method, self.path)
+            return 500, _problem(500, "Internal Server Error", "Internal Server Error"), {}
+
+    def _drop(self, method: str, path: str) -> None:
+        """Close the connection without a byte of answer: the client sees it drop
+        (http.client's RemoteDisconnected, a ConnectionError in requests)."""
+        self.server.world.log.append((method, path, 0))
+        self.close_connection = True
 
     def _send(self, status: int, payload: dict | None, headers: dict[str, str]) -> None:
         data = b"" if payload is None else json.dumps(payload, ensure_ascii=False).encode("utf-8")
@@ -485,30 +574,35 @@ class _Handler(BaseHTTPRequestHandler):
         text = request.get("text")
         if not isinstance(text, str) or not text.strip():
             raise _Reply(400, _invalid_request("text", str(text), "Tweet text is empty or missing."))
-        if weighted_length(text) > MAX_WEIGHTED_LENGTH:
+        linked = shorten_links(text)  # X stores t.co links, and each counts 23
+        if weighted_length(linked) > MAX_WEIGHTED_LENGTH:
             raise _Reply(400, {"errors": [{"message": "Your Tweet text is too long. For more information on how "
                                            "Twitter determines text length see https://github.com/twitter/twitter-text."}],
                                "title": "Invalid Request", "detail": "One or more parameters to your request was invalid.",
                                "type": PROBLEM + "invalid-request"})
         author = world.users[caller]
-        stored = html.escape(text, quote=False)  # X stores and serves &amp; &lt; &gt;
+        stored = html.escape(linked, quote=False)  # X stores and serves &amp; &lt; &gt;
         parent = None
         reply = request.get("reply") or {}
         if reply.get("in_reply_to_tweet_id") is not None:
             parent = world.posts.get(str(reply["in_reply_to_tweet_id"]))
-            if parent is None or parent["deleted"] or (
+            if parent is None or parent["deleted"] or parent["hidden"] or (
                 world.users[parent["author_id"]]["protected"] and parent["author_id"] != caller
             ):
-                raise _Reply(403, _problem(403, "Forbidden", "You attempted to reply to a Tweet that is deleted or not visible to you."))
+                raise _Reply(403, REPLY_REFUSED)
             parent_name = world.users[parent["author_id"]]["username"]
             # X puts the replied-to account's @handle in front of a reply's text.
             if parent["author_id"] != caller and not stored.lower().startswith("@" + parent_name.lower()):
                 stored = f"@{parent_name} {stored}"
+        # The check sees posts still inside the timeline lag, as X's does.
+        key = duplicate_key(stored)
         for pid in reversed(world.timeline.get(caller, [])[-200:]):
             own = world.posts[str(pid)]
-            if not own["deleted"] and own["text"] == stored:
+            if not own["deleted"] and duplicate_key(own["text"]) == key:
                 raise _Reply(403, DUPLICATE)
         post = world.add_post(author, stored, in_reply_to=parent)
+        post["posted_at"] = time.time()
+        # X answers with the text as stored: t.co links, entities, the reply's @handle.
         return 201, {"data": {"id": post["id"], "text": post["text"]}}
 
     def _r_delete_tweet(self, caller: str, id: str, **_: Any) -> tuple[int, dict]:  # noqa: A002
@@ -541,6 +635,8 @@ def _fault_reply(fault: Fault) -> _Reply:
         return _Reply(401, UNAUTHORIZED)
     if fault.kind == "tier":
         return _Reply(403, TIER_REFUSED)
+    if fault.kind == "write_forbidden":
+        return _Reply(403, WRITE_FORBIDDEN, {"x-access-level": "read"})
     raise AssertionError(fault.kind)
 
 
@@ -657,7 +753,8 @@ def _page(world: _World, posts: list[dict], query: dict[str, str]) -> dict:
         includes["users"] = [_user_json(u, user_fields) for u in authors.values()]
     if "referenced_tweets.id" in expansions:
         refs = {r["id"] for p in page for r in p["referenced_tweets"]}
-        found = [world.posts[r] for r in sorted(refs) if r in world.posts and not world.posts[r]["deleted"]]
+        now = time.time()
+        found = [world.posts[r] for r in sorted(refs) if r in world.posts and world.readable(world.posts[r], now)]
         if found:
             includes["tweets"] = [_tweet_json(p, tweet_fields) for p in found]
     if includes:
@@ -718,6 +815,19 @@ def _admin(world: _World, method: str, path: str, query: dict, body: bytes) -> t
             with world.lock:
                 world.faults.clear()
             return 200, {"data": []}, {}
+        if (method, path) == ("POST", "/sandbox/config"):
+            with world.lock:
+                if "timeline_lag" in request:
+                    world.timeline_lag = _lag(request["timeline_lag"])
+                return 200, {"data": {"timeline_lag": world.timeline_lag}}, {}
+        post_route = re.fullmatch(r"/sandbox/posts/(\d+)(/hide)?", path)
+        if post_route and (method, bool(post_route[2])) in (("DELETE", False), ("POST", True)):
+            with world.lock:
+                post = world.posts.get(post_route[1])
+                if post is None:
+                    raise _Reply(404, {"error": f"no post {post_route[1]}"})
+                post["hidden" if post_route[2] else "deleted"] = True
+                return 200, {"data": _public_post(world, post)}, {}
     except (KeyError, TypeError, ValueError) as exc:
         raise _Reply(400, {"error": f"bad request: {exc}"}) from None
     raise _Reply(404, {"error": f"no admin route {method} {path}"})
@@ -729,8 +839,17 @@ def _make_fault(kind: str, count: int = 1, method: str | None = None, path: str 
         raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
     if kind == "duplicate":
         method, path = method or "POST", path or "/2/tweets"
+    if kind == "write_forbidden":
+        path = path or "/2/tweets"  # the write endpoints: POST /2/tweets, DELETE /2/tweets/{id}
     return Fault(kind=kind, count=int(count), method=method.upper() if method else None, path=path,
                  reset_in=reset_in, delay=float(delay))
+
+
+def _lag(value: Any) -> float:
+    seconds = float(value)
+    if not seconds >= 0:  # also refuses NaN
+        raise ValueError(f"timeline_lag must be >= 0 seconds, not {value!r}")
+    return seconds
 
 
 def _add_mention(world: _World, text: str, author: str, in_reply_to_id: str | None) -> dict:
@@ -771,7 +890,7 @@ def _public_post(world: _World, post: dict) -> dict:
     return {
         "id": post["id"], "user": world.users[post["author_id"]]["username"], "text": post["text"],
         "created_at": post["created_at"], "conversation_id": post["conversation_id"],
-        "in_reply_to_id": replied, "deleted": post["deleted"],
+        "in_reply_to_id": replied, "deleted": post["deleted"], "hidden": post["hidden"],
     }
 
 
@@ -870,19 +989,52 @@ class Sandbox:
             return _public_post(self._world, post)
 
     def posts_by(self, username: str, include_deleted: bool = False) -> list[dict]:
-        """An account's posts, oldest first, as the API stores them (text HTML-escaped)."""
+        """An account's posts, oldest first, as the API stores them (text HTML-escaped,
+        links as t.co), whatever the timeline lag; hidden posts included."""
         with self._world.lock:
             return _posts_by(self._world, username, include_deleted)
+
+    def delete_post(self, post_id: str) -> None:
+        """Delete any post, as its author would: it leaves timelines and mentions, and a
+        reply to it is refused (403). KeyError if there is no such post."""
+        with self._world.lock:
+            self._world.post(post_id)["deleted"] = True
+
+    def hide_post(self, post_id: str) -> None:
+        """Make a post invisible to the bot (its author blocked the bot or protected the
+        account): it leaves what the API shows, and a reply to it is refused (403)."""
+        with self._world.lock:
+            self._world.post(post_id)["hidden"] = True
+
+    def set_timeline_lag(self, seconds: float) -> None:
+        """From now on, a post made through POST /2/tweets reaches GET .../tweets and
+        .../mentions only `seconds` after it was made (posts already made included);
+        the duplicate check still sees it at once."""
+        lag = _lag(seconds)
+        with self._world.lock:
+            self._world.timeline_lag = lag
 
     # faults ---------------------------------------------------------------------------------
     def inject(self, kind: str, *, count: int = 1, method: str | None = None, path: str | None = None,
                reset_in: float | None = None, delay: float = 1.0) -> None:
         """Answer the next `count` matching API requests with a fault instead.
 
-        kind: "429" (x-rate-limit-reset `reset_in` s ahead, no header when None), "usage_cap",
-        "500", "503", "slow" (the request is served, its answer held back `delay` s),
-        "disconnect" (connection dropped, no answer), "duplicate" (403 on POST /2/tweets),
-        "401", "tier" (403 client-not-enrolled). method/path (a prefix) narrow the match.
+        kind:
+          "429"         429 Too Many Requests; x-rate-limit-reset `reset_in` s ahead (any
+                        distance, hours included), no reset header when None
+          "usage_cap"   429 UsageCapExceeded (monthly product cap)
+          "500", "503"  X's server errors
+          "slow"        the request is served, its answer held back `delay` s
+          "disconnect"  the connection is closed before any work: nothing happened
+          "lost"        the request is served in full (a POST creates its post), then the
+                        connection is closed with no answer (the client sees
+                        RemoteDisconnected) -- the ambiguous failure of a real network
+          "duplicate"   403 duplicate content (default: POST /2/tweets)
+          "401"         401 Unauthorized
+          "tier"        403 client-not-enrolled (the plan does not include the endpoint)
+          "write_forbidden"  403 oauth1-permissions: the app is read-only (default: the
+                        write endpoints, path /2/tweets)
+        method/path (a prefix) narrow the match. Dropped requests log status 0.
         """
         fault = _make_fault(kind, count=count, method=method, path=path, reset_in=reset_in, delay=delay)
         with self._world.lock:
@@ -910,14 +1062,17 @@ def _read_jsonl(path: Path) -> Iterable[dict]:
                 yield json.loads(line)
 
 
-def start_sandbox(port: int = 0, seed: Iterable[str | Path] | None = DEFAULT_SEED, host: str = "127.0.0.1") -> Sandbox:
+def start_sandbox(port: int = 0, seed: Iterable[str | Path] | None = DEFAULT_SEED, host: str = "127.0.0.1",
+                  timeline_lag: float = 0.0) -> Sandbox:
     """Start a sandbox on host:port (0: any free port) in a background thread.
 
     Seeded with the JSON Lines files in `seed` (default: the shipped sample account) and
     the special accounts: the bot (BOT_USERNAME), a protected one, a suspended one, an
-    empty one and a fan who mentions the bot.
+    empty one and a fan who mentions the bot. `timeline_lag`: see Sandbox.set_timeline_lag.
+    On a non-loopback host the /sandbox/ routes still answer only loopback clients.
     """
     world = _World()
+    world.timeline_lag = _lag(timeline_lag)
     with world.lock:
         world.add_user(BOT_USERNAME, user_id=BOT_USER_ID, name="xmimic sandbox bot")
         world.add_user(EMPTY_USERNAME)
@@ -957,6 +1112,9 @@ def serve(port: int = 8080, host: str = "127.0.0.1") -> int:
         print(f"TWITTER_BEARER_TOKEN={SANDBOX_BEARER_TOKEN}")
         print(f"Bot account: @{BOT_USERNAME}; sample account: @realDonaldTrump "
               f"({len(sandbox.posts_by('realDonaldTrump'))} posts)", flush=True)
+        if not is_loopback(host):
+            print("Reachable from the network with the public sandbox credentials above; "
+                  "the /sandbox/ admin routes answer only this machine.", flush=True)
         while not stop.wait(0.5):
             pass
     finally:

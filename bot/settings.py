@@ -9,6 +9,7 @@ log line or an error message.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -43,6 +44,7 @@ class Settings:
 
     # --- state ---
     data_dir: Path = Path("data")
+    retention_days: float = 90.0  # records of posts and mentions older than this are pruned
 
     # --- X API behaviour ---
     request_timeout: float = 15.0  # seconds, for every single request
@@ -51,10 +53,17 @@ class Settings:
     backoff_max: float = 60.0  # seconds: cap of one backoff wait
     rate_limit_max_wait: float = 900.0  # seconds: wait for a 429's reset at most this long
     include_replies: bool = False  # keep a target's replies to other accounts
+    lookup_window: float = 60.0  # seconds: look for a post whose answer was lost this long (timelines lag)
+
+    # --- what calls cost (bot/costs.py); prices in USD, defaults from X's 2026 price list ---
+    prices: tuple[tuple[str, float], ...] = ()  # overrides of bot.costs.DEFAULT_PRICES
+    daily_spend_cap: float | None = None  # USD a UTC day: reads stop at 80% of it, posts at 100%
 
     # --- models (bot/training.py) ---
     base_model: Path = DEFAULT_BASE  # the base model every fine-tune starts from
     finetune_max_seconds: float = 80.0  # wall-clock budget of one fine-tune
+    train_backoff: float = 3600.0  # a target whose fine-tune failed waits this long, doubling...
+    train_backoff_max: float = 86400.0  # ...up to this
     retrain_new_posts: int = 50  # fine-tune again once this many new posts arrived
 
     # --- schedule (bot/daemon.py; every interval in seconds) ---
@@ -122,6 +131,10 @@ class Settings:
             bearer_token=r.secret("TWITTER_BEARER_TOKEN"),
             api_base_url=r.url("TWITTER_API_BASE_URL", DEFAULT_API_BASE_URL),
             data_dir=r.path("BOT_DATA_DIR", Path("data")),
+            retention_days=r.number("BOT_RETENTION_DAYS", 90.0, low=1, high=36500),
+            lookup_window=r.number("BOT_LOOKUP_WINDOW", 60.0, low=0, high=3600),
+            prices=r.prices("BOT_PRICES"),
+            daily_spend_cap=r.optional_number("BOT_DAILY_SPEND_CAP", low=0, high=10**6),
             request_timeout=r.number("BOT_REQUEST_TIMEOUT", 15.0, low=0.1, high=600),
             max_attempts=r.integer("BOT_MAX_ATTEMPTS", 5, low=1, high=20),
             backoff_base=r.number("BOT_BACKOFF_BASE", 1.0, low=0, high=600),
@@ -130,6 +143,8 @@ class Settings:
             include_replies=r.boolean("BOT_INCLUDE_REPLIES", False),
             base_model=r.path("BOT_BASE_MODEL", DEFAULT_BASE),
             finetune_max_seconds=r.number("BOT_FINETUNE_MAX_SECONDS", 80.0, low=1, high=86400),
+            train_backoff=r.number("BOT_TRAIN_BACKOFF", 3600.0, low=1, high=30 * 86400),
+            train_backoff_max=r.number("BOT_TRAIN_BACKOFF_MAX", 86400.0, low=1, high=30 * 86400),
             retrain_new_posts=r.integer("BOT_RETRAIN_NEW_POSTS", 50, low=1, high=10**6),
             refresh_interval=r.number("BOT_REFRESH_INTERVAL", 6 * 3600.0, low=1, high=30 * 86400),
             train_interval=r.number("BOT_TRAIN_INTERVAL", 600.0, low=1, high=30 * 86400),
@@ -168,6 +183,19 @@ def _check_credentials(r: _Reader) -> None:
         raise BotError(f"incomplete X credentials: {missing} not set (set all four, or none to run dry)")
 
 
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach ("localhost", 127.x, ::1,
+    ::ffff:127.x); False for everything else, "" and 0.0.0.0 included."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
 class _Reader:
     """Typed access to string settings; each method names the variable in its error."""
 
@@ -189,9 +217,33 @@ class _Reader:
 
     def url(self, name: str, default: str) -> str:
         value = self._raw(name) or default
-        if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+        match = re.fullmatch(r"(https?)://([^/\s?#]+)(/[^\s?#]*)?", value)
+        if not match:
             raise BotError(f"{name} must be an http(s) URL such as http://127.0.0.1:8080, not {value!r}")
+        host = match[2].rsplit(":", 1)[0] if not match[2].startswith("[") else match[2][1:].split("]")[0]
+        if match[1] == "http" and not is_loopback(host):
+            # the OAuth signatures and the bearer token would cross the network in clear
+            raise BotError(f"{name} must use https:// for any host but this machine (127.0.0.1, localhost, [::1]), "
+                           f"not {value!r}")
         return value.rstrip("/")
+
+    def prices(self, name: str) -> tuple[tuple[str, float], ...]:
+        from bot.costs import DEFAULT_PRICES
+
+        out = []
+        for part in re.split(r"[,\s]+", self._raw(name) or ""):
+            if not part:
+                continue
+            kind, _, price = part.partition("=")
+            try:
+                value = float(price)
+            except ValueError:
+                value = -1.0
+            if kind not in DEFAULT_PRICES or value < 0:
+                raise BotError(f"{name} must list kind=USD pairs such as post=0.015,post_read=0.005 (kinds: "
+                               f"{', '.join(DEFAULT_PRICES)}), not {part!r}")
+            out.append((kind, value))
+        return tuple(out)
 
     def path(self, name: str, default: Path | None) -> Path | None:
         value = self._raw(name)

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from bot.errors import BotError
@@ -32,6 +32,7 @@ from bot.store import Store
 from trainer.data import MIN_FINETUNE_POSTS
 
 log = logging.getLogger(__name__)
+CHILD_MARGIN_S = 120.0  # the child may run its budget plus loading, measuring and saving
 
 
 
@@ -50,6 +51,36 @@ def needs_training(store: Store, handle: str, settings: Settings) -> str | None:
     if info is None and count > last:
         return "no model yet and new posts arrived"
     return None
+
+
+def backoff(store: Store, handle: str) -> dict | None:
+    """{"failures", "until" (ISO), "error"} while `handle`'s fine-tunes keep failing."""
+    raw = store.get_cursor(f"train_failures:{handle.lower()}")
+    return json.loads(raw) if raw else None
+
+
+def waiting_until(store: Store, handle: str, now: datetime) -> datetime | None:
+    """When `handle` may be fine-tuned again after failures (None: now)."""
+    state = backoff(store, handle)
+    if state is None:
+        return None
+    until = datetime.fromisoformat(state["until"].replace("Z", "+00:00"))
+    return until if until > now else None
+
+
+def note_failure(store: Store, handle: str, settings: Settings, error: str, now: datetime) -> datetime:
+    """Count a failed fine-tune: the target waits train_backoff, doubling to train_backoff_max."""
+    failures = (backoff(store, handle) or {}).get("failures", 0) + 1
+    wait = min(settings.train_backoff * 2 ** (failures - 1), settings.train_backoff_max)
+    until = now + timedelta(seconds=wait)
+    store.set_cursor(f"train_failures:{handle.lower()}", json.dumps(
+        {"failures": failures, "until": until.strftime("%Y-%m-%dT%H:%M:%SZ"), "error": error}))
+    return until
+
+
+def note_success(store: Store, handle: str) -> None:
+    if backoff(store, handle) is not None:
+        store.set_cursor(f"train_failures:{handle.lower()}", "")
 
 
 def train_target(
@@ -87,8 +118,14 @@ def train_target(
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
     if running is not None:
         running.append(child)
+    limit = budget + CHILD_MARGIN_S
     try:
-        stdout, stderr = child.communicate()
+        stdout, stderr = child.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        out.unlink(missing_ok=True)
+        raise BotError(f"fine-tuning @{name} did not finish within {limit:g} s (budget {budget:g} s): stopped") from None
     finally:
         if running is not None:
             running.remove(child)

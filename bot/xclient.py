@@ -10,9 +10,16 @@ and typed errors, returning plain dicts.
   reset header). Instead tenacity (well kept, bounded attempts, backoff with jitter)
   retries 429s (sleeping until x-rate-limit-reset, or backing off when it is absent),
   5xx answers, dropped connections and timeouts, at most `settings.max_attempts` tries.
-- Posting is not idempotent: after a timeout or 5xx, a post may have landed anyway. Before
-  trying again, `post`/`reply` look for it among the bot's recent posts, so a retry never
-  double-posts.
+- Posting is not idempotent (X takes no idempotency key): after a timeout, a dropped
+  connection or a 5xx, the post may have landed anyway. So a POST is retried only when
+  it certainly did not arrive (429, no connection made). After an unclear try the post
+  is looked for among the bot's recent posts, by normalized text (X rewrites links to
+  t.co, escapes HTML, normalizes Unicode and puts a reply's @handle in front), a few
+  times over `settings.lookup_window` seconds because timelines lag. Found: sent. Not
+  found: `OutcomeUnknown`, and the caller gives the post up: a missed slot is
+  acceptable, a duplicate never is.
+- Cost: every call is counted by kind in a `bot.costs.Meter` (when given one), which
+  can also refuse calls once a daily spending cap is reached.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ import html
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -29,9 +37,10 @@ import requests
 import tenacity
 import tweepy
 
+from bot.costs import Meter
 from bot.errors import BotError
 from bot.settings import Settings
-from trainer.text import is_retweet
+from trainer.text import LINK_RE, has_link, is_retweet
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +53,7 @@ X_HOST = "https://api.twitter.com"
 PAGE_SIZE = 100
 TIMELINE_CAP = 3200
 MENTIONS_CAP = 800
+LOOKUP_POSTS = 20  # own posts read to find one whose answer was lost ($0.001 each)
 MAX_PAGES = 64  # a safety net against a server that never stops handing out next_token
 HANDLE_RE = re.compile(r"[A-Za-z0-9_]{1,15}")
 TWEET_FIELDS = ["created_at", "author_id", "conversation_id", "in_reply_to_user_id", "referenced_tweets"]
@@ -70,6 +80,11 @@ class AccessDenied(ApiError):
     """403 other than a duplicate: the API tier or the app's permissions do not allow the call."""
 
 
+class PostRefused(ApiError):
+    """400, or a 403 about the post itself (replying to a deleted or hidden post, or to a
+    conversation the bot may not join): final for this post, not for the bot."""
+
+
 class DuplicatePost(ApiError):
     """403 duplicate content: the caller should pick another candidate."""
 
@@ -86,6 +101,12 @@ class AccountUnavailable(ApiError):
         super().__init__(f"@{handle} {what}")
         self.handle = handle
         self.reason = reason
+
+
+class OutcomeUnknown(ApiError):
+    """A post or reply may or may not have been created: the answer was lost and the
+    post was not found among the bot's posts within the look-up window (or the look-up
+    was refused). It must never be sent again."""
 
 
 class RateLimited(ApiError):
@@ -132,6 +153,7 @@ class XClient:
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        meter: Meter | None = None,
         **overrides: Any,
     ):
         settings = settings or Settings()
@@ -143,6 +165,7 @@ class XClient:
                 "and TWITTER_ACCESS_TOKEN_SECRET (and optionally TWITTER_BEARER_TOKEN)"
             )
         self.settings = settings
+        self.meter = meter
         self._sleep = sleep
         self._clock = clock
         self._client = tweepy.Client(
@@ -169,7 +192,9 @@ class XClient:
         """The bot's own account: {"id", "username", "name"} (cached after the first call)."""
         if self._me is None:
             self._need_user_context("read the bot's own account")
+            self._allow("owned_read")
             answer = self._call("read the bot's own account", self._client.get_me, user_context=True, user_auth=True)
+            self._spent("owned_read")
             data = answer.get("data")
             if not data:
                 raise ApiError(f"X API answered GET /2/users/me without an account: {_errors_text(answer)}")
@@ -182,17 +207,21 @@ class XClient:
         Raises AccountUnavailable for an unknown or suspended account. A protected one is
         returned with protected=True (fetch_posts refuses it)."""
         handle = _check_handle(handle)
+        self._allow("user_read")
         answer = self._call(
             f"look up @{handle}", self._client.get_user, username=handle,
             user_fields=["protected", "created_at"], user_auth=self._read_as_user,
         )
+        self._spent("user_read")
         return self._user_from(answer, handle)
 
     def _user_by_id(self, user_id: str) -> dict:
+        self._allow("user_read")
         answer = self._call(
             f"look up user {user_id}", self._client.get_user, id=user_id,
             user_fields=["protected", "created_at"], user_auth=self._read_as_user,
         )
+        self._spent("user_read")
         return self._user_from(answer, user_id)
 
     @staticmethod
@@ -213,17 +242,22 @@ class XClient:
         include_replies: bool | None = None,
         include_retweets: bool = False,
         limit: int = TIMELINE_CAP,
+        username: str | None = None,
     ) -> list[dict]:
         """An account's posts newer than `since_id`, oldest first, at most the newest `limit`
         (the API reaches only the newest 3,200). Dicts: id (str), user, created_at (ISO), text.
 
-        A handle is resolved first; an int or an all-digit string is taken as a user id.
+        A handle is resolved first; an int or an all-digit string is taken as a user id
+        (looked up too, unless its `username` is given).
         Replies to other accounts are dropped unless include_replies (default: the setting);
         the API is asked for replies anyway, because exclude=replies cuts its reach to 800.
         """
         if include_replies is None:
             include_replies = self.settings.include_replies
-        if isinstance(handle_or_id, int) or str(handle_or_id).isdigit():
+        if (isinstance(handle_or_id, int) or str(handle_or_id).isdigit()) and username:
+            # a known account: no look-up ($0.01 each); a protected or gone one errors below
+            user = {"id": str(handle_or_id), "username": username, "protected": False}
+        elif isinstance(handle_or_id, int) or str(handle_or_id).isdigit():
             user = self._user_by_id(str(handle_or_id))
         else:
             user = self.resolve(str(handle_or_id))
@@ -234,7 +268,8 @@ class XClient:
         if not include_retweets:
             params["exclude"] = ["retweets"]
         posts: list[dict] = []
-        for answer in self._pages(f"download @{name}'s posts", self._client.get_users_tweets, user["id"], params, name):
+        pages = self._pages(f"download @{name}'s posts", self._client.get_users_tweets, user["id"], params, name, "post_read")
+        for answer in pages:
             for tweet in answer.get("data", []):
                 if not include_retweets and (is_retweet(tweet["text"]) or _refers(tweet, "retweeted")):
                     continue
@@ -260,7 +295,9 @@ class XClient:
             "expansions": ["author_id"], "user_fields": ["username"],
         }
         found: list[dict] = []
-        for answer in self._pages("read the bot's mentions", self._client.get_users_mentions, me["id"], params, me["username"]):
+        pages = self._pages("read the bot's mentions", self._client.get_users_mentions, me["id"], params, me["username"],
+                            "owned_read")
+        for answer in pages:
             authors = {str(u["id"]): u["username"] for u in answer.get("includes", {}).get("users", [])}
             for tweet in answer.get("data", []):
                 refs = [{"type": r["type"], "id": str(r["id"])} for r in tweet.get("referenced_tweets", [])]
@@ -285,10 +322,12 @@ class XClient:
         """The bot's newest posts (at most 100), oldest first: id, text, created_at,
         conversation_id, in_reply_to_id. Used to find out whether a post landed."""
         me = self.me()
+        self._allow("owned_read")
         answer = self._call(
             "read the bot's own recent posts", self._client.get_users_tweets, me["id"],
             max_results=max(5, min(PAGE_SIZE, limit)), tweet_fields=TWEET_FIELDS, user_auth=True, user_context=True,
         )
+        self._spent("owned_read", len(answer.get("data", [])))
         if "data" not in answer and answer.get("errors"):
             raise _account_error(me["username"], answer["errors"])
         out = []
@@ -303,13 +342,14 @@ class XClient:
     def find_own_post(self, text: str, in_reply_to_id: str | None = None) -> str | None:
         """The id of a recent post of the bot with this text (and parent), or None.
 
-        X serves text HTML-escaped and puts a reply's @handle in front, so the comparison
-        ignores both."""
-        wanted = _comparable(text, reply=in_reply_to_id is not None)
-        for post in reversed(self.recent_own_posts()):
+        Compared as X changes text (see `comparable`): links, HTML escaping, Unicode
+        form, whitespace and a reply's leading @handles do not count."""
+        wanted = comparable(text, reply=in_reply_to_id is not None)
+        # the newest 20: a post being looked for is among them, and each one read is billed
+        for post in reversed(self.recent_own_posts(limit=LOOKUP_POSTS)):
             if in_reply_to_id is not None and post["in_reply_to_id"] != str(in_reply_to_id):
                 continue
-            if _comparable(post["text"], reply=post["in_reply_to_id"] is not None) == wanted:
+            if comparable(post["text"], reply=post["in_reply_to_id"] is not None) == wanted:
                 return post["id"]
         return None
 
@@ -325,39 +365,67 @@ class XClient:
     def delete(self, post_id: str) -> bool:
         """Delete one of the bot's posts; False if it was already gone."""
         self._check_can_write("delete a post")
+        self._allow("delete")
         answer = self._call(f"delete post {post_id}", self._client.delete_tweet, str(post_id), user_auth=True, user_context=True)
+        self._spent("delete")
         return bool(answer.get("data", {}).get("deleted"))
 
     def _create(self, text: str, in_reply_to_id: str | None) -> str:
         what = f"reply to post {in_reply_to_id}" if in_reply_to_id else "post"
         self._check_can_write(what)
-        uncertain = False  # True once a try may have created the post without our knowing
+        kind = "post_link" if has_link(text) else "post"
+        self._allow(kind)
 
         def attempt() -> dict:
-            nonlocal uncertain
-            if uncertain:
-                landed = self.find_own_post(text, in_reply_to_id)
-                if landed:
-                    log.info("the earlier try landed as post %s; not posting again", landed)
-                    return {"data": {"id": landed}}
             try:
                 return self._client.create_tweet(text=text, in_reply_to_tweet_id=in_reply_to_id, user_auth=True)
-            except tweepy.Forbidden as exc:
-                # A duplicate refusal after an unclear try means that try went through.
-                if uncertain and _is_duplicate(exc):
-                    landed = self.find_own_post(text, in_reply_to_id)
-                    if landed:
-                        return {"data": {"id": landed}}
-                raise
             except (requests.ConnectionError, requests.Timeout, tweepy.TwitterServerError) as exc:
-                if not isinstance(exc, requests.ConnectTimeout):  # never connected: nothing was sent
-                    uncertain = True
-                raise
+                if _never_sent(exc):
+                    raise  # retried: nothing reached X
+                log.warning("X API: the %s may have been sent (%s); looking for it", what, _short(exc))
+                return {"data": {"id": self._find_unclear(text, in_reply_to_id, what, exc)}}
 
-        answer = self._call(what, attempt, user_context=True)
+        try:
+            answer = self._call(what, attempt, user_context=True)
+        except AccessDenied as exc:
+            if _ABOUT_THE_POST_RE.search(str(exc)):
+                raise PostRefused(str(exc), status=403) from None
+            raise  # the app or account may not post: every post would be refused
+        except ApiError as exc:
+            if exc.status == 400 and type(exc) is ApiError:
+                raise PostRefused(str(exc), status=400) from None
+            raise
+        self._spent(kind)
         post_id = str(answer["data"]["id"])
         log.info("posted %s%s", post_id, f" in reply to {in_reply_to_id}" if in_reply_to_id else "")
         return post_id
+
+    def _find_unclear(self, text: str, in_reply_to_id: str | None, what: str, cause: BaseException) -> str:
+        """The id of a post whose answer was lost, looked for over the look-up window
+        (timelines lag); OutcomeUnknown if it does not show up or cannot be looked for."""
+        waited, wait = 0.0, 1.0  # counted, not clocked: a test's sleep records instead of waiting
+        why = "it did not show up on the bot's timeline"
+        while True:
+            try:
+                landed = self.find_own_post(text, in_reply_to_id)
+            except (AccessDenied, CredentialsRejected, AccountUnavailable) as exc:
+                why = f"the bot's timeline cannot be read ({exc})"
+                break
+            except ApiError as exc:
+                landed, why = None, f"looking for it failed ({exc})"
+            if landed:
+                log.info("the %s landed as post %s despite the lost answer", what, landed)
+                return landed
+            left = self.settings.lookup_window - waited
+            if left <= 0:
+                break
+            self._sleep(min(wait, left))
+            waited += min(wait, left)
+            wait *= 2
+        raise OutcomeUnknown(
+            f"the {what} may or may not have been sent ({_short(cause)}); {why} within "
+            f"{self.settings.lookup_window:g} s, so it is given up, never sent again"
+        )
 
     # --- plumbing ---------------------------------------------------------------------------
     def _need_user_context(self, what: str) -> None:
@@ -372,17 +440,27 @@ class XClient:
         if self._rejected is not None:  # posting stops after a 401 until restarted with good keys
             raise CredentialsRejected(f"not trying to {what}: {self._rejected}", status=401)
 
-    def _pages(self, what: str, method: Callable[..., dict], user_id: str, params: dict, name: str):
+    def _pages(self, what: str, method: Callable[..., dict], user_id: str, params: dict, name: str, kind: str):
         """Yield each page of a paged timeline, following meta.next_token."""
         token = None
         for _ in range(MAX_PAGES):
+            self._allow(kind)
             answer = self._call(what, method, user_id, pagination_token=token, user_auth=self._read_as_user, **params)
+            self._spent(kind, len(answer.get("data", [])))
             if "data" not in answer and answer.get("errors"):
                 raise _account_error(name, answer["errors"])
             yield answer
             token = answer.get("meta", {}).get("next_token")
             if not token:
                 return
+
+    def _allow(self, kind: str) -> None:
+        if self.meter is not None:
+            self.meter.check(kind)
+
+    def _spent(self, kind: str, units: int = 1) -> None:
+        if self.meter is not None:
+            self.meter.record(kind, units)
 
     def _call(self, what: str, fn: Callable[..., dict], *args: Any, user_context: bool = False, **kwargs: Any) -> dict:
         """fn(*args, **kwargs) with bounded retries; any failure becomes an ApiError."""
@@ -401,7 +479,7 @@ class XClient:
         )
         try:
             return retrying(fn, *args, **kwargs)
-        except ApiError:
+        except BotError:  # ours already (an ApiError, or the daemon stopping during a wait)
             raise
         except Exception as exc:
             error = self._translate(exc, what, user_context)
@@ -516,8 +594,26 @@ def _iso(value: str | None) -> str | None:
     return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _comparable(text: str, reply: bool = False) -> str:
-    text = html.unescape(text)
+def _never_sent(exc: BaseException) -> bool:
+    """True when the request certainly never reached X (no connection was made)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and "NewConnectionError" in type(reason).__name__
+
+
+# X's 403 bodies that are about the post replied to, not about the bot's permissions
+_ABOUT_THE_POST_RE = re.compile(r"deleted or not visible|reply to this conversation|not allowed to reply|"
+                                r"not visible to you|has been deleted", re.IGNORECASE)
+_WWW_RE = re.compile(r"\bwww\.\S+")
+
+
+def comparable(text: str, reply: bool = False) -> str:
+    """`text` as it can be compared with what X serves back: HTML entities decoded,
+    Unicode NFC, every link (X's t.co, a URL, a bare domain) one token, whitespace
+    collapsed, and for a reply the leading @handles X puts in front dropped."""
+    text = unicodedata.normalize("NFC", html.unescape(text))
+    text = LINK_RE.sub("<link>", _WWW_RE.sub("<link>", text))
     if reply:
         text = re.sub(r"^(@\w+\s+)+", "", text)
     return " ".join(text.split())

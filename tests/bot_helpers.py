@@ -46,7 +46,7 @@ def bot_env(sandbox_settings, data_dir: Path, base_model: Path, **extra: str) ->
         "TWITTER_ACCESS_TOKEN_SECRET": sandbox_settings.access_token_secret,
         "TWITTER_API_BASE_URL": sandbox_settings.api_base_url,
         "BOT_DATA_DIR": str(data_dir), "BOT_BASE_MODEL": str(base_model),
-        "BOT_MAX_ATTEMPTS": "2", "BOT_BACKOFF_BASE": "0.1", "BOT_BACKOFF_MAX": "0.5",
+        "BOT_MAX_ATTEMPTS": "2", "BOT_LOOKUP_WINDOW": "3", "BOT_BACKOFF_BASE": "0.1", "BOT_BACKOFF_MAX": "0.5",
         "BOT_POST_JITTER": "0", "BOT_MENTIONS_INTERVAL": "1", "BOT_TRAIN_INTERVAL": "2",
         "BOT_FINETUNE_MAX_SECONDS": "3", "BOT_CANDIDATES": "32", "TF_CPP_MIN_LOG_LEVEL": "2",
         # the tiny test model spells too badly for the real-words check (tests/test_compose.py has it)

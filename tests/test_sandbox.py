@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import unicodedata
 
+import pytest
 import requests
 from requests_oauthlib import OAuth1
 
 from bot.sandbox import (
     BOT_USER_ID,
+    BOT_USERNAME,
     EMPTY_USERNAME,
+    FAN_USERNAME,
     PROTECTED_USERNAME,
     SANDBOX_ACCESS_TOKEN,
     SANDBOX_ACCESS_TOKEN_SECRET,
@@ -22,6 +27,8 @@ from bot.sandbox import (
     SANDBOX_CONSUMER_KEY,
     SANDBOX_CONSUMER_SECRET,
     SUSPENDED_USERNAME,
+    is_loopback,
+    start_sandbox,
 )
 from bot.xclient import XClient
 
@@ -34,6 +41,22 @@ TRUMP = "25073877"
 
 def get(sandbox, path, **params):
     return requests.get(sandbox.url + path, params=params, headers=BEARER, timeout=5)
+
+
+def post(sandbox, text, reply_to=None):
+    body = {"text": text}
+    if reply_to is not None:
+        body["reply"] = {"in_reply_to_tweet_id": reply_to}
+    return requests.post(sandbox.url + "/2/tweets", json=body, auth=OAUTH, timeout=5)
+
+
+def ids(page):
+    return [t["id"] for t in page.get("data", [])]
+
+
+TCO = r"https://t\.co/[A-Za-z0-9]{10}"
+REPLY_REFUSED = {"detail": "You attempted to reply to a Tweet that is deleted or not visible to you.",
+                 "type": "about:blank", "title": "Forbidden", "status": 403}
 
 
 def test_user_lookup_shapes(sandbox):
@@ -211,3 +234,186 @@ def test_cli_port_in_use_is_one_line_error():
     assert done.returncode == 1
     assert done.stderr.startswith("error: cannot start the sandbox") and done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr
+
+
+# --- behaviour the bot depends on, as X has it ------------------------------------------------
+def test_timeline_lag_hides_new_posts_but_not_from_the_duplicate_check():
+    with start_sandbox(seed=None, timeline_lag=30) as sandbox:
+        fan_id = get(sandbox, f"/2/users/by/username/{FAN_USERNAME}").json()["data"]["id"]
+        mention = sandbox.add_mention("hello bot")
+        created = post(sandbox, "Made just now", reply_to=mention["id"])
+        assert created.status_code == 201
+        new_id = created.json()["data"]["id"]
+        # Neither the author's timeline nor the replied-to account's mentions show it yet...
+        assert get(sandbox, f"/2/users/{BOT_USER_ID}/tweets").json() == {"meta": {"result_count": 0}}
+        assert new_id not in ids(get(sandbox, f"/2/users/{fan_id}/mentions").json())
+        # ...but X's duplicate check already sees it, and so does the admin view.
+        assert post(sandbox, "Made just now", reply_to=mention["id"]).status_code == 403
+        assert [p["id"] for p in sandbox.posts_by(BOT_USERNAME)] == [new_id]
+        # Mentions made by others (not through POST /2/tweets) are not delayed.
+        assert ids(get(sandbox, f"/2/users/{BOT_USER_ID}/mentions").json()) == [mention["id"]]
+
+        # The lag is read at query time: lifting it (admin HTTP) shows the post at once.
+        lifted = requests.post(sandbox.url + "/sandbox/config", json={"timeline_lag": 0}, timeout=5)
+        assert lifted.status_code == 200 and lifted.json() == {"data": {"timeline_lag": 0.0}}
+        assert ids(get(sandbox, f"/2/users/{BOT_USER_ID}/tweets").json()) == [new_id]
+        assert new_id in ids(get(sandbox, f"/2/users/{fan_id}/mentions").json())
+
+        # A short lag passes with time (new_id is already older than it).
+        time.sleep(0.35)
+        sandbox.set_timeline_lag(0.3)
+        later = post(sandbox, "A second post").json()["data"]["id"]
+        assert ids(get(sandbox, f"/2/users/{BOT_USER_ID}/tweets").json()) == [new_id]
+        time.sleep(0.4)
+        assert ids(get(sandbox, f"/2/users/{BOT_USER_ID}/tweets").json()) == [later, new_id]
+        assert requests.post(sandbox.url + "/sandbox/config", json={"timeline_lag": -1}, timeout=5).status_code == 400
+
+
+def test_links_become_tco_links_that_count_23(sandbox):
+    text = "Read yang2020.com and https://www.example.org/a/very/long/path?x=1&y=2, or www.example.net. Mail bob@example.com, e.g. end.It"
+    created = post(sandbox, text)
+    assert created.status_code == 201
+    answered = created.json()["data"]["text"]
+    assert re.fullmatch(rf"Read {TCO} and {TCO}, or {TCO}\. Mail bob@example\.com, e\.g\. end\.It", answered)
+    assert len(set(re.findall(TCO, answered))) == 3  # each link its own t.co address
+    # Stored and served as answered.
+    assert get(sandbox, f"/2/users/{BOT_USER_ID}/tweets").json()["data"][0]["text"] == answered
+    assert sandbox.posts_by(BOT_USERNAME)[-1]["text"] == answered
+    # A bare domain counts 23, whatever its own length: 257 + 1 + 23 = 281 is too long...
+    short_domain = post(sandbox, "x" * 257 + " example.com")
+    assert short_domain.status_code == 400 and "too long" in short_domain.json()["errors"][0]["message"]
+    # ...and 256 + 1 + 23 = 280 fits, though the text itself is longer.
+    assert post(sandbox, "y" * 256 + " a-much-much-much-longer-domain-name.com").status_code == 201
+
+
+def test_duplicate_check_compares_normalized_text(sandbox):
+    assert post(sandbox, "Tom & Jerry at https://example.com/a, Café").status_code == 201
+    twins = [
+        "Tom & Jerry  at\n https://other.example.org/b, Café ",  # whitespace, another link
+        "Tom & Jerry at example.net, Café",  # a bare domain is a t.co link too
+        unicodedata.normalize("NFD", "Tom & Jerry at https://example.com/a, Café"),  # decomposed é
+    ]
+    for twin in twins:
+        refused = post(sandbox, twin)
+        assert refused.status_code == 403, twin
+        assert refused.json() == {"detail": "You are not allowed to create a Tweet with duplicate content.",
+                                  "type": "about:blank", "title": "Forbidden", "status": 403}
+    assert post(sandbox, "Tom & Jerry at https://example.com/a, Cafe").status_code == 201  # other words
+    assert post(sandbox, "Tom &amp; Jerry at https://example.com/a, Café").status_code == 201  # literal "&amp;"
+
+
+def test_replies_to_deleted_or_hidden_posts_are_refused(sandbox):
+    deleted, hidden, visible = (sandbox.add_mention(t) for t in ("one", "two", "three"))
+    before = ids(get(sandbox, f"/2/users/{BOT_USER_ID}/mentions").json())
+    assert before == [visible["id"], hidden["id"], deleted["id"]]
+    removed = requests.delete(sandbox.url + f"/sandbox/posts/{deleted['id']}", timeout=5)
+    assert removed.status_code == 200 and removed.json()["data"]["deleted"] is True
+    sandbox.hide_post(hidden["id"])  # e.g. its author blocked the bot
+    # Neither shows in mentions any more; a reply to either is refused with X's body.
+    assert ids(get(sandbox, f"/2/users/{BOT_USER_ID}/mentions").json()) == [visible["id"]]
+    for gone in (deleted, hidden):
+        refused = post(sandbox, "a reply", reply_to=gone["id"])
+        assert refused.status_code == 403 and refused.json() == REPLY_REFUSED
+    assert post(sandbox, "a reply", reply_to=visible["id"]).status_code == 201
+    # Deleting the bot's own reply through the admin route works the same way.
+    own = post(sandbox, "replied again", reply_to=visible["id"]).json()["data"]["id"]
+    sandbox.delete_post(own)
+    assert post(sandbox, "to my deleted post", reply_to=own).json() == REPLY_REFUSED
+    hide = requests.post(sandbox.url + f"/sandbox/posts/{visible['id']}/hide", timeout=5)
+    assert hide.status_code == 200 and hide.json()["data"]["hidden"] is True
+    assert post(sandbox, "once more", reply_to=visible["id"]).json() == REPLY_REFUSED
+    assert requests.delete(sandbox.url + "/sandbox/posts/12345", timeout=5).status_code == 404
+    with pytest.raises(KeyError):
+        sandbox.hide_post("12345")
+
+
+def test_lost_answer_after_the_post_was_made(sandbox):
+    sandbox.inject("lost", method="POST", path="/2/tweets")
+    with pytest.raises(requests.ConnectionError) as dropped:
+        post(sandbox, "Did this land?")
+    assert "RemoteDisconnected" in repr(dropped.value)
+    # It did land: X has it, and sending it again is a duplicate.
+    assert [p["text"] for p in sandbox.posts_by(BOT_USERNAME)] == ["Did this land?"]
+    assert sandbox.request_log[-1] == ("POST", "/2/tweets", 0)
+    assert post(sandbox, "Did this land?").status_code == 403
+    # "disconnect" still drops the request before any work is done.
+    sandbox.inject("disconnect", method="POST", path="/2/tweets")
+    with pytest.raises(requests.ConnectionError):
+        post(sandbox, "Never made")
+    assert [p["text"] for p in sandbox.posts_by(BOT_USERNAME)] == ["Did this land?"]
+
+
+def test_write_forbidden_for_a_read_only_app(sandbox):
+    sandbox.inject("write_forbidden", count=2)  # default: the write endpoints
+    refused = post(sandbox, "Let me write")
+    assert refused.status_code == 403 and refused.headers["x-access-level"] == "read"
+    assert refused.json() == {
+        "title": "Forbidden", "type": "https://api.twitter.com/2/problems/oauth1-permissions", "status": 403,
+        "detail": "Your client app is not configured with the appropriate oauth1 app permissions for this endpoint.",
+    }
+    assert sandbox.posts_by(BOT_USERNAME) == []
+    assert get(sandbox, f"/2/users/{TRUMP}/tweets").status_code == 200  # reads still work
+    assert requests.delete(sandbox.url + "/2/tweets/1", auth=OAUTH, timeout=5).status_code == 403
+    assert post(sandbox, "Let me write").status_code == 201  # both faults used up
+
+
+def test_rate_limit_reset_hours_ahead(sandbox):
+    sandbox.inject("429", count=2, path="/2/users/by/", reset_in=6 * 3600)
+    for _ in range(2):
+        limited = get(sandbox, "/2/users/by/username/realDonaldTrump")
+        assert limited.status_code == 429 and limited.json()["title"] == "Too Many Requests"
+        assert 6 * 3600 - 5 <= int(limited.headers["x-rate-limit-reset"]) - time.time() <= 6 * 3600
+    assert get(sandbox, "/2/users/by/username/realDonaldTrump").status_code == 200
+
+
+# --- security: the sandbox is for this machine ------------------------------------------------
+def test_loopback_addresses():
+    for host in ("127.0.0.1", "127.8.9.10", "localhost", "::1", "[::1]", "::ffff:127.0.0.1"):
+        assert is_loopback(host), host
+    for host in ("0.0.0.0", "", "::", "192.0.2.2", "10.1.2.3", "::ffff:10.0.0.1", "example.com"):
+        assert not is_loopback(host), host
+
+
+def test_cli_refuses_a_public_host_without_public():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "bot", "sandbox", "--host", "0.0.0.0", "--port", "0"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: --host 0.0.0.0") and done.stderr.count("\n") == 1
+    assert "--public" in done.stderr and done.stdout == ""
+
+
+def _own_network_address() -> str | None:
+    """An address of this machine that is not loopback (None if it has none)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # UDP connect sends nothing; it picks the outgoing address
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if is_loopback(address) or address == "0.0.0.0" else address
+
+
+def test_admin_routes_answer_only_loopback_clients():
+    address = _own_network_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback address to connect from")
+    try:
+        sandbox = start_sandbox(seed=None, host=address)
+    except Exception as exc:  # noqa: BLE001 (a container may not let us bind it)
+        pytest.skip(f"cannot serve on {address}: {exc}")
+    with sandbox:
+        # Connecting to our own network address, the peer address is that address, not loopback.
+        for method, path, body in (("GET", "/sandbox/posts?username=sandbox_fan", None),
+                                   ("POST", "/sandbox/faults", {"kind": "503", "count": 5}),
+                                   ("POST", "/sandbox/mentions", {"text": "from outside"}),
+                                   ("POST", "/sandbox/config", {"timeline_lag": 99})):
+            refused = requests.request(method, sandbox.url + path, json=body, timeout=5)
+            assert refused.status_code == 404, path
+            assert refused.json()["detail"] == "Sorry, that page does not exist."
+        # Nothing took effect (no 503 fault, no mention, no lag); the API still answers everyone.
+        assert get(sandbox, f"/2/users/{BOT_USER_ID}/mentions").json() == {"meta": {"result_count": 0}}
+        assert sandbox.posts_by(FAN_USERNAME) == []
+        created = post(sandbox, "Seen at once").json()["data"]["id"]
+        assert ids(get(sandbox, f"/2/users/{BOT_USER_ID}/tweets").json()) == [created]
+    # (From loopback the same routes work: every other test here uses them.)

@@ -1,6 +1,7 @@
 """The state store: a real SQLite file, several threads, and processes killed with SIGKILL."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -81,8 +82,9 @@ def test_cursors_bot_posts_models_survive_reopening(tmp_path):
 
 
 def test_newer_schema_and_corrupt_file_are_refused(tmp_path):
-    with Store(tmp_path / "a") as store:
-        store._write(store._meta, {"schema_version": SCHEMA_VERSION + 1})  # as a future version would
+    Store(tmp_path / "a").close()
+    with sqlite3.connect(tmp_path / "a" / DB_NAME) as conn:  # as a future version would
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
     with pytest.raises(BotError, match="newer version of the bot"):
         Store(tmp_path / "a")
     (tmp_path / "b").mkdir()
@@ -160,3 +162,81 @@ def test_kill_9_during_writes_loses_nothing_committed(tmp_path, after_batches):
         assert store.add_posts("victim", [{"id": "new", "text": "still writable"}]) == 1
     with sqlite3.connect(data / DB_NAME) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def put_raw(path, table: str, key: str, value: dict) -> None:
+    """A record written straight into the file, with the time in its key or fields we choose."""
+    with sqlite3.connect(path) as conn:
+        conn.execute(f'REPLACE INTO "{table}" (key, value) VALUES (?, ?)', (key, json.dumps(value)))
+    conn.close()
+
+
+def key_at(when: datetime, tail: str) -> str:
+    return f"{when.strftime('%Y%m%dT%H%M%S%f')}-{tail}"
+
+
+def iso(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_slot_records_counts_recent_and_pending_posts(store):
+    k1 = store.record_bot_post({"kind": "post", "text": "one", "slot": "S1"})
+    assert [e["status"] for e in store.slot_records("S1")] == ["intent"]
+    store.update_bot_post(k1, status="refused")
+    k2 = store.record_bot_post({"kind": "post", "text": "two", "slot": "S1"})
+    store.update_bot_post(k2, status="posted", api_id="9")
+    k3 = store.record_bot_post({"kind": "reply", "text": "re", "in_reply_to": "77"})
+    k4 = store.record_bot_post({"text": "no kind", "slot": "S2", "status": "dry-run"})  # counts as a post
+    k5 = store.record_bot_post({"kind": "reply", "text": "gave up", "status": "intent"})
+    store.update_bot_post(k5, status="unknown")
+    assert [e["key"] for e in store.slot_records("S1")] == [k1, k2] and [e["key"] for e in store.slot_records("S2")] == [k4]
+    assert store.slot_records("S3") == []
+    store.update_bot_post(k2, target="@Someone")
+    assert store.bot_post_texts("someone") == [(k2, "two")]
+    counts = {(c["kind"], c["status"]): c["count"] for c in store.bot_post_counts()}
+    assert counts == {("post", "refused"): 1, ("post", "posted"): 1, ("reply", "intent"): 1, ("post", "dry-run"): 1,
+                      ("reply", "unknown"): 1}
+    assert [e["key"] for e in store.pending_bot_posts()] == [k3]  # "unknown" is given up, never pending
+    assert [e["key"] for e in store.recent_bot_posts()] == [k1, k2, k3, k4, k5]
+    assert [e["key"] for e in store.recent_bot_posts("post")] == [k1, k2, k4]
+    assert [e["key"] for e in store.recent_bot_posts(kind="reply")] == [k3, k5]
+    recorded_k3 = datetime.fromisoformat(store.bot_post(k3)["recorded_at"].replace("Z", "+00:00"))
+    assert [e["key"] for e in store.recent_bot_posts(since=recorded_k3)] == [k3, k4, k5]  # at or after
+    assert [e["key"] for e in store.recent_bot_posts("post", since=recorded_k3.replace(tzinfo=None))] == [k4]
+    assert store.recent_bot_posts(since=datetime.now(timezone.utc) + timedelta(seconds=5)) == []
+    plan = store._conn.execute(
+        """EXPLAIN QUERY PLAN SELECT value FROM "bot_posts" WHERE json_extract(value, '$.slot') = ?""", ("S1",))
+    assert "bot_posts_slot" in str(plan.fetchall())  # the slot lookup reads through its index
+
+
+def test_prune_drops_only_old_final_records(store):
+    now = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
+    db = store.path
+    ages = {"old-posted": (40, "posted"), "old-intent": (40, "intent"), "old-unknown": (40, "unknown"),
+            "old-refused": (31, "refused"), "young-not-sent": (29, "not-sent"), "new-posted": (1, "posted")}
+    for tail, (days, status) in ages.items():
+        when = now - timedelta(days=days)
+        put_raw(db, "bot_posts", key_at(when, tail), {"key": key_at(when, tail), "text": tail, "status": status,
+                                                      "recorded_at": iso(when), "posted_at": None})
+    for mention_id, days in (("1", 40), ("2", 30.01), ("3", 29.9), ("4", 2)):
+        put_raw(db, "mentions", mention_id, {"status": "replied", "handled_at": iso(now - timedelta(days=days))})
+    store.set_cursor("mentions", "4")
+    assert store.prune(30, now=now) == {"bot_posts": 3, "mentions": 2}
+    assert sorted(e["text"] for e in store.bot_posts()) == ["new-posted", "old-intent", "young-not-sent"]
+    assert [e["text"] for e in store.pending_bot_posts()] == ["old-intent"]  # its fate is still to be learnt
+    assert store.handled_mentions() == {"3", "4"}
+    assert store.get_cursor("mentions") == "4"
+    assert os.path.getsize(f"{db}-wal") == 0  # checkpointed and truncated
+    assert store.prune(30, now=now) == {"bot_posts": 0, "mentions": 0}
+    with pytest.raises(BotError, match="keep_days"):
+        store.prune(0)
+
+
+def test_tables_made_by_another_process_are_seen(store):
+    assert store.post_count("elsewhere") == 0 and store.posts("elsewhere") == []
+    code = ("import sys; from bot.store import Store\n"
+            "with Store(sys.argv[1]) as s: s.add_posts('Elsewhere', [{'id': '5', 'text': 'hi'}])")
+    subprocess.run([sys.executable, "-c", code, str(store.data_dir)], cwd=REPO, check=True, timeout=60,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert store.post_count("elsewhere") == 1 and store.newest_post_id("ELSEWHERE") == "5"
+    assert store.posts("elsewhere")[0]["text"] == "hi"

@@ -6,9 +6,11 @@ import gzip
 import json
 import logging
 import socket
+import time
 
 import pytest
 
+from bot.costs import Meter, SpendCapReached
 from bot.errors import BotError
 from bot.sandbox import (
     BOT_USERNAME,
@@ -30,9 +32,12 @@ from bot.xclient import (
     CredentialsMissing,
     CredentialsRejected,
     DuplicatePost,
+    OutcomeUnknown,
+    PostRefused,
     RateLimited,
     ServiceUnavailable,
     XClient,
+    comparable,
 )
 
 TIMELINE = "/2/users/25073877/tweets"  # realDonaldTrump's timeline in the sandbox
@@ -290,18 +295,81 @@ def test_post_that_timed_out_but_landed_is_not_posted_twice(sandbox, sleeps):
     assert sandbox.count_requests("POST") == 1
 
 
-def test_reply_that_failed_is_retried_once_it_is_known_not_to_have_landed(client, sandbox, sleeps):
+def test_a_post_whose_answer_is_lost_and_that_never_shows_up_is_given_up_not_resent(client, sandbox, sleeps):
     mention = sandbox.add_mention("hello")
+    sandbox.inject("500", method="POST", path="/2/tweets")  # X may have created it: nobody knows
+    with pytest.raises(OutcomeUnknown, match="given up, never sent again"):
+        client.reply("Hello to you", mention["id"])
+    assert sandbox.count_requests("POST") == 1 and sandbox.posts_by(BOT_USERNAME) == []
+    assert 0 < sum(sleeps) <= client.settings.lookup_window  # looked for it over the window, then stopped
     sandbox.inject("disconnect", method="POST", path="/2/tweets")
-    sandbox.inject("500", method="POST", path="/2/tweets")
-    reply_id = client.reply("Hello to you", mention["id"])
-    assert [p["id"] for p in sandbox.posts_by(BOT_USERNAME)] == [reply_id]
-    assert sandbox.count_requests("POST") == 3 and len(sleeps) == 2
+    with pytest.raises(OutcomeUnknown):
+        client.post("Dropped on the way")
+    assert sandbox.count_requests("POST") == 2
 
 
-def test_reply_to_a_deleted_post(client, sandbox):
-    with pytest.raises(AccessDenied, match="deleted or not visible"):
+def test_a_lost_answer_is_found_on_a_lagging_timeline(sandbox):
+    sandbox.set_timeline_lag(1.5)  # the post reaches the bot's timeline 1.5 s after it was made
+    client = XClient(sandbox.settings(request_timeout=0.5, lookup_window=10), sleep=time.sleep)
+    sandbox.inject("slow", method="POST", path="/2/tweets", delay=1.0)  # created, answer too late
+    post_id = client.post("Ship it: https://example.com/a?b=1 & more")
+    posts = sandbox.posts_by(BOT_USERNAME)
+    assert [p["id"] for p in posts] == [post_id] and "t.co/" in posts[0]["text"]  # found despite the rewritten link
+    assert sandbox.count_requests("POST") == 1
+
+
+def test_a_lost_answer_with_an_unreadable_timeline_is_given_up(client, sandbox):
+    sandbox.inject("slow", method="POST", path="/2/tweets", delay=3.0)
+    sandbox.inject("tier", method="GET", path=f"/2/users/{client.me()['id']}/tweets", count=10)
+    with pytest.raises(OutcomeUnknown, match="cannot be read"):
+        client.post("Did it land?")
+    assert sandbox.count_requests("POST") == 1
+
+
+def test_posts_that_certainly_did_not_arrive_are_retried(client, sandbox, sleeps):
+    sandbox.inject("429", method="POST", path="/2/tweets", reset_in=2)
+    post_id = client.post("Second time lucky")
+    assert [p["id"] for p in sandbox.posts_by(BOT_USERNAME)] == [post_id]
+    assert sandbox.count_requests("POST") == 2
+
+
+def test_refusals_say_whether_they_are_about_the_post_or_the_bot(client, sandbox):
+    with pytest.raises(PostRefused, match="deleted or not visible"):
         client.reply("into the void", "12345")
+    mention = sandbox.add_mention("hello there")
+    sandbox.delete_post(mention["id"])
+    with pytest.raises(PostRefused):
+        client.reply("too late", mention["id"])
+    sandbox.inject("write_forbidden", method="POST", path="/2/tweets")
+    with pytest.raises(AccessDenied) as refused:
+        client.post("A read-only app cannot post this")
+    assert not isinstance(refused.value, PostRefused)
+
+
+def test_comparable_text_ignores_what_x_changes():
+    sent = "Caf\u0065\u0301 &  news:  yang2020.com and https://example.com/x"
+    served = "Caf\u00e9 &amp; news: https://t.co/AbCdEf1234 and https://t.co/ZyXwVu9876"
+    assert comparable(sent) == comparable(served)
+    assert comparable("@sandbox_fan @other thanks", reply=True) == comparable("thanks", reply=True)
+    assert comparable("one thing") != comparable("another thing")
+
+
+def test_calls_are_counted_and_priced(sandbox, store):
+    meter = Meter(store)
+    client = XClient(sandbox.settings(), meter=meter)
+    posts = client.fetch_posts("realDonaldTrump", limit=150)
+    client.post("A post worth $0.015")
+    client.me()
+    day = meter.day()
+    assert day["user_read"] == 1 and day["post"] == 1 and day["owned_read"] == 1  # owned: GET /2/users/me
+    assert day["post_read"] >= len(posts)  # every post returned is billed, replies dropped here included
+    assert meter.summary()["today"]["usd"] == pytest.approx(meter.cost(day))
+    capped = XClient(sandbox.settings(), meter=Meter(store, daily_cap=meter.cost(day) + 0.02))
+    with pytest.raises(SpendCapReached, match="reads paused"):
+        capped.fetch_posts("realDonaldTrump")  # reads stop at 80% of the cap...
+    capped.post("...posts still go out")  # ...posts at the cap
+    with pytest.raises(SpendCapReached, match="posts paused"):
+        capped.post("this one would pass the cap")
 
 
 def test_too_long_text_is_refused(client):

@@ -16,6 +16,26 @@ MAX_WEIGHTED_LENGTH = 280
 URL_WEIGHT = 23
 
 _URL_RE = re.compile(r"(?:https?://|www\.)\S+|\bpic\.twitter\.com/\S+|\bt\.co/\w+", re.IGNORECASE)
+# What X turns into a link: a URL with a scheme, or a bare domain with a known TLD
+# ("yang2020.com", "bbc.co.uk", "Go.Bernie.org/now"); a post with a link costs 13
+# times as much. twitter-text links a short country-TLD domain ("example.de") only
+# with a path after it; `has_link` counts those too, to be safe.
+GENERIC_TLDS = (
+    "com", "org", "net", "edu", "gov", "mil", "int", "info", "biz", "name", "pro", "mobi", "app", "dev", "news",
+    "online", "site", "shop", "store", "blog", "tech", "xyz", "club", "live", "media", "world", "today", "vote",
+    "page", "link",
+)
+COUNTRY_TLDS = (
+    "ai", "au", "be", "br", "ca", "ch", "cn", "co", "de", "dk", "es", "eu", "fi", "fm", "fr", "gg", "ie", "in",
+    "io", "it", "jp", "kr", "ly", "me", "mx", "nl", "no", "nz", "pl", "pt", "ru", "se", "tv", "uk", "us", "za",
+)
+LINK_RE = re.compile(
+    r"https?://[^\s<>\"]+"  # any URL with a scheme
+    r"|(?<![\w@.#$/-])(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"  # or a bare domain's labels,
+    rf"(?:(?P<generic>{'|'.join(GENERIC_TLDS)})|(?P<country>{'|'.join(COUNTRY_TLDS)}))"  # a known TLD
+    r"(?![\w-])(?!\.\w)(?::\d{1,5})?(?P<path>/[^\s<>\"]*)?",  # (whole), then a port and path
+    re.IGNORECASE,
+)
 _HSPACE_RE = re.compile(r"[^\S\n]+")
 _NEWLINES_RE = re.compile(r"\s*\n\s*")
 _RETWEET_RE = re.compile(r"^\W{0,3}RT @\w+", re.IGNORECASE)
@@ -24,6 +44,11 @@ _RETWEET_RE = re.compile(r"^\W{0,3}RT @\w+", re.IGNORECASE)
 def is_retweet(text: str) -> bool:
     """True for old-style retweets (`RT @x: ...`), which are someone else's words."""
     return bool(_RETWEET_RE.match(text.lstrip()))
+
+
+def has_link(text: str) -> bool:
+    """True if X would turn part of `text` into a link (a URL or a bare domain)."""
+    return bool(_URL_RE.search(text) or LINK_RE.search(text))
 
 
 def normalize(text: str) -> str:
