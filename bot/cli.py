@@ -156,7 +156,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 
 def _target_row(bot, t: dict, counts: list[dict]) -> dict:
-    from bot.training import backoff
+    from bot import backoff
 
     info = bot.store.model_info(t["handle"]) or {}
     mine = [c for c in counts if c["target"].lstrip("@") == t["handle"].lower() and c["status"] == "posted"]
@@ -166,7 +166,8 @@ def _target_row(bot, t: dict, counts: list[dict]) -> dict:
         "heldout_bits_per_char": info.get("heldout_bits_per_char"), "trained_at": info.get("trained_at"),
         "bot_posts": sum(c["count"] for c in mine if c["kind"] == "post"),
         "bot_replies": sum(c["count"] for c in mine if c["kind"] == "reply"),
-        "training_backoff": backoff(bot.store, t["handle"]),
+        "training_backoff": backoff.state(bot.store, "train", t["handle"]),
+        "refresh_backoff": backoff.state(bot.store, "refresh", t["handle"]),
     }
 
 
@@ -291,9 +292,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         for r in report["targets"]:
             model = f"model v{r['model_version']}, {r['heldout_bits_per_char']} bits/char" if r["model_version"] else "no model"
             print(f"  @{r['handle']:<16} {r['posts']:>6} posts  {model}  posted {r['bot_posts']}, replies {r['bot_replies']}")
-            if r["training_backoff"] and r["training_backoff"].get("until", "") > now.strftime("%Y-%m-%dT%H:%M:%S"):
-                b = r["training_backoff"]
-                print(f"      fine-tune failed {b['failures']}x, next try {b['until']}: {b['error']}")
+            for what, b in (("fine-tune", r["training_backoff"]), ("download", r["refresh_backoff"])):
+                if b and b.get("until", "") > now.strftime("%Y-%m-%dT%H:%M:%S"):
+                    print(f"      {what} failed {b['failures']}x, next try {b['until']}: {b['error']}")
             if r["handle"].lower() in report["cannot_post"]:
                 c = report["cannot_post"][r["handle"].lower()]
                 print(f"      sits out of the rotation until {c['until']}: {c['reason']}")

@@ -6,7 +6,8 @@ What it does, job by job (APScheduler BackgroundScheduler; see `schedule_jobs`):
              up among the bot's recent posts (posting is not idempotent); found ->
              posted, not found -> "unknown": given up, never sent again (a missed
              slot is acceptable, a duplicate never is). Then the schedule resumes.
-  refresh    every BOT_REFRESH_INTERVAL: download each target's new posts (since_id).
+  refresh    every BOT_REFRESH_INTERVAL: download each target's new posts (since_id); a
+             target whose download fails (protected, gone, refused) waits, doubling.
   train      every BOT_TRAIN_INTERVAL (and right after a refresh): fine-tune ONE target
              that has no model or BOT_RETRAIN_NEW_POSTS new posts, in a child process
              with a hard timeout; the new model replaces the old only if its held-out
@@ -53,7 +54,7 @@ from pathlib import Path
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from bot import replies, training
+from bot import backoff, replies, training
 from bot.compose import ComposeParams, Style, compose
 from bot.content import DEFAULT_BANNED_WORDS_FILE, checks_from_store, known_words
 from bot.costs import Meter, SpendCapReached
@@ -185,6 +186,7 @@ class Bot:
         self._cooldown: dict[str, tuple[datetime, str]] = {}  # lowercase target -> (until, why it cannot post)
         self._said: dict[str, float] = {}  # hourly log lines: key -> monotonic time last said
         self._in_slot = threading.Event()  # a slot's job is running (the watchdog leaves it alone)
+        self._missing = 0  # watchdog checks in a row that found no post job
         self.meter = Meter(store, dict(settings.prices), settings.daily_spend_cap)
         self.client: XClient | None = None
         if settings.has_credentials or settings.bearer_token:
@@ -213,7 +215,8 @@ class Bot:
         stops the daemon."""
 
         def run() -> None:
-            if self.stop.is_set() or self._held_back(name):
+            # (a slot's retries are timed by post_slot itself: its job is never held back here)
+            if self.stop.is_set() or (name != "post" and self._held_back(name)):
                 return
             started = _now()
             try:
@@ -277,9 +280,17 @@ class Bot:
     def watchdog(self) -> None:
         """The next slot is always scheduled: a slot whose job was lost gets one again."""
         if self.stop.is_set() or self.scheduler is None or self.scheduler.get_job("post") is not None:
+            self._missing = 0
             return
         if self._in_slot.is_set():  # a running one-off job is out of the job store: not lost
+            self._missing = 0
             return
+        # a job that fired but waits for the posting thread is out of the store too: only
+        # one missing at three checks in a row (over two minutes) is lost
+        self._missing += 1
+        if self._missing < 3:
+            return
+        self._missing = 0
         log.warning("no post was scheduled (a job failed); scheduling the next slot again")
         try:
             self.schedule_slot(self.next_slot(initial=True))
@@ -294,28 +305,35 @@ class Bot:
         targets = [self.store.target(handle)] if handle else self.store.targets()
         if handle and targets[0] is None:
             raise BotError(f"@{handle.lstrip('@')} is not a target (targets add {handle.lstrip('@')})")
-        done, errors = [], []
+        done, errors, waiting_list, now = [], [], [], _now()
         for t in targets:
             if self.stop.is_set():
                 break
+            waiting = backoff.waiting_until(self.store, "refresh", t["handle"], now)
+            if waiting and not handle:  # (asked for by name, from the CLI: tried anyway)
+                waiting_list.append(f"@{t['handle']} waits until {_iso(waiting)} after failures")
+                continue
             since = self.store.newest_post_id(t["handle"])
             try:
                 posts = self.client.fetch_posts(t.get("user_id") or t["handle"], since_id=since, username=t["handle"])
             except SpendCapReached:
                 raise
-            except AccessDenied as exc:
-                errors.append(f"@{t['handle']}: {exc} (the API plan cannot read timelines: import an archive)")
-                continue
             except ApiError as exc:
-                errors.append(f"@{t['handle']}: {exc}")
+                hint = " (the API plan cannot read timelines: import an archive)" if isinstance(exc, AccessDenied) else ""
+                # the target's own trouble (gone, protected, refused) waits: the interval, doubling to a week
+                until = backoff.note_failure(self.store, "refresh", t["handle"], str(exc), now,
+                                             self.settings.refresh_interval, 7 * 86400.0)
+                errors.append(f"@{t['handle']}: {exc}{hint}; next try {_iso(until)}")
                 continue
+            backoff.note_success(self.store, "refresh", t["handle"])
             new = self.store.add_posts(t["handle"], posts)
             done.append(f"@{t['handle']} +{new}")
         if self.scheduler is not None and self.scheduler.get_job("train") is not None:
             self.scheduler.modify_job("train", next_run_time=_now())  # train what became stale
         if errors and not done:
-            raise BotError("; ".join(errors))
-        return ", ".join(done) + (f" (errors: {'; '.join(errors)})" if errors else "") if done else "no targets"
+            raise BotError("; ".join(errors + waiting_list))
+        parts = done + ([f"errors: {'; '.join(errors)}"] if errors else []) + waiting_list
+        return ", ".join(parts) if parts else "no targets"
 
     # --- train --------------------------------------------------------------------------
     def train_one(self) -> str:
@@ -325,7 +343,7 @@ class Bot:
         for t in self.store.targets():
             name = t["handle"]
             reason = training.needs_training(self.store, name, self.settings)
-            if not reason or training.waiting_until(self.store, name, now):
+            if not reason or backoff.waiting_until(self.store, "train", name, now):
                 continue
             log.info("@%s needs a fine-tune: %s", name, reason)
             try:
@@ -333,11 +351,12 @@ class Bot:
             except BotError as exc:
                 if self.stop.is_set():
                     raise Stopping("the bot is stopping") from None
-                until = training.note_failure(self.store, name, self.settings, str(exc), now)
+                until = backoff.note_failure(self.store, "train", name, str(exc), now, self.settings.train_backoff,
+                                             self.settings.train_backoff_max)
                 log.error("%s; @%s waits until %s before the next try", exc, name, _iso(until))
                 failed.append(f"@{name} failed (next try {_iso(until)})")
                 continue
-            training.note_success(self.store, name)
+            backoff.note_success(self.store, "train", name)
             verdict = "registered" if r["replaced"] else "rejected (worse than the current model)"
             return "; ".join(failed + [f"@{r['handle']} model v{r['version']} {verdict}: held-out "
                                        f"{r['heldout_bits_per_char']} bits/char in {r['train_seconds']} s"])
@@ -479,6 +498,9 @@ class Bot:
             except DuplicatePost:
                 self.store.update_bot_post(key, status="refused", reason="duplicate")
                 continue
+            except SpendCapReached as exc:  # refused before anything was sent
+                self.store.update_bot_post(key, status="not-sent", reason=str(exc))
+                raise
             except OutcomeUnknown as exc:
                 self.store.update_bot_post(key, status="unknown", reason=str(exc))
                 log.warning("%s", exc)
@@ -672,7 +694,14 @@ class Bot:
                 self.store.mark_mention(m["id"], "skipped", reason=d.reason, author_id=m.get("author_id"))
                 counts["skipped"] += 1
                 continue
-            outcome = self.reply(m, d.target, dry_run=dry_run)
+            try:
+                outcome = self.reply(m, d.target, dry_run=dry_run)
+            except (TrainerError, OSError) as exc:  # e.g. the target's model file is broken
+                reason = f"@{d.target}'s model cannot be used: {exc}"
+                log.error("mention %s: no reply (%s)", m["id"], reason)
+                self.store.mark_mention(m["id"], "skipped", reason=reason, author_id=m.get("author_id"))
+                counts["skipped"] += 1
+                continue
             counts["replied" if outcome.status in DONE else "skipped"] += 1
         newest = max(int(m["id"]) for m in mentions)
         cursor = min(waiting) - 1 if waiting else newest

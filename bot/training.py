@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 from bot.errors import BotError
@@ -51,36 +51,6 @@ def needs_training(store: Store, handle: str, settings: Settings) -> str | None:
     if info is None and count > last:
         return "no model yet and new posts arrived"
     return None
-
-
-def backoff(store: Store, handle: str) -> dict | None:
-    """{"failures", "until" (ISO), "error"} while `handle`'s fine-tunes keep failing."""
-    raw = store.get_cursor(f"train_failures:{handle.lower()}")
-    return json.loads(raw) if raw else None
-
-
-def waiting_until(store: Store, handle: str, now: datetime) -> datetime | None:
-    """When `handle` may be fine-tuned again after failures (None: now)."""
-    state = backoff(store, handle)
-    if state is None:
-        return None
-    until = datetime.fromisoformat(state["until"].replace("Z", "+00:00"))
-    return until if until > now else None
-
-
-def note_failure(store: Store, handle: str, settings: Settings, error: str, now: datetime) -> datetime:
-    """Count a failed fine-tune: the target waits train_backoff, doubling to train_backoff_max."""
-    failures = (backoff(store, handle) or {}).get("failures", 0) + 1
-    wait = min(settings.train_backoff * 2 ** (failures - 1), settings.train_backoff_max)
-    until = now + timedelta(seconds=wait)
-    store.set_cursor(f"train_failures:{handle.lower()}", json.dumps(
-        {"failures": failures, "until": until.strftime("%Y-%m-%dT%H:%M:%SZ"), "error": error}))
-    return until
-
-
-def note_success(store: Store, handle: str) -> None:
-    if backoff(store, handle) is not None:
-        store.set_cursor(f"train_failures:{handle.lower()}", "")
 
 
 def train_target(

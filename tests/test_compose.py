@@ -73,6 +73,10 @@ def test_style_checks_reject_what_reads_machine_made():
         reasons = checks.check(text)[1]
         assert [r.split(":")[0] for r in reasons] == kinds, (text, reasons)
     assert ContentChecks().check("Thank you for the flarbiest rally tonight")[1] == []  # no vocabulary given
+    # X links a bare domain, and a post with a link costs $0.20 instead of $0.015
+    for text in ("Read the whole plan at yang2020.com today friends", "Find out more at bbc.co.uk tonight"):
+        assert [r.split(":")[0] for r in ContentChecks().check(text)[1]] == ["url"], text
+    assert ContentChecks().check("Mr. Smith went to Washington. It was great")[1] == []
 
 
 def test_posts_never_open_like_replies(tiny):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from bot import training
+from bot import backoff, training
 from bot.cli import main
 from bot.daemon import Bot, schedule_jobs, shutdown
 from bot.sandbox import BOT_USERNAME
@@ -160,13 +160,25 @@ def test_a_failing_finetune_backs_off_while_the_others_train(bot, sandbox, tmp_p
     assert main(["targets", "add", "empty_acct"]) == 0
     bot.store.add_posts("empty_acct", [dict(p, user="empty_acct") for p in bot.store.posts(TARGET)[:400]])
     now = datetime.now(timezone.utc)
-    first = training.note_failure(bot.store, "empty_acct", bot.settings, "boom", now)
-    second = training.note_failure(bot.store, "empty_acct", bot.settings, "boom", now)
+    first = backoff.note_failure(bot.store, "train", "empty_acct", "boom", now, 3600, 86400)
+    second = backoff.note_failure(bot.store, "train", "empty_acct", "boom", now, 3600, 86400)
     assert (first - now).total_seconds() == pytest.approx(3600) and (second - now).total_seconds() == pytest.approx(7200)
     bot.store.register_model(TARGET, {**bot.store.model_info(TARGET), "posts": 0})
     bot.store.set_cursor(f"trained_on:{TARGET.lower()}", "0")  # stale: needs a fine-tune too
     summary = bot.train_one()
     assert "@realDonaldTrump model v2" in summary  # the failing target waited, the other trained
+
+
+def test_a_target_that_cannot_be_downloaded_backs_off_while_the_others_refresh(bot, sandbox):
+    bot.store.add_target("private_acct")  # protected since it was added
+    sandbox.add_posts(TARGET, ["A brand new post about the great economy"])
+    assert "@realDonaldTrump +1" in bot.refresh()
+    state = backoff.state(bot.store, "refresh", "private_acct")
+    assert state["failures"] == 1 and "protected" in state["error"]
+    before = sandbox.count_requests("GET", "/2/users/")
+    summary = bot.refresh()
+    assert "@private_acct waits until" in summary
+    assert sandbox.count_requests("GET", "/2/users/") == before + 1  # only the other target's timeline
 
 
 def test_a_hung_finetune_child_is_stopped(ready, monkeypatch):
@@ -221,7 +233,12 @@ def test_the_schedule_survives_a_failing_job_and_late_polls_still_run(bot):
         assert job.misfire_grace_time is None, job.id  # late runs happen instead of being dropped
     bot.scheduler.remove_job("post")  # whatever removed it (an exception in the finally of a slot)
     bot.watchdog()
-    assert bot.scheduler.get_job("post") is not None
+    bot.watchdog()
+    assert bot.scheduler.get_job("post") is None  # (a job waiting for the posting thread looks the same)
+    bot.watchdog()
+    job = bot.scheduler.get_job("post")
+    assert job is not None and job.executor == "posting"
+    assert bot.store.jobs()["post"]["slot"] == bot.store.get_cursor("next_slot")  # the same slot, resumed
 
 
 def test_quiet_hours_are_checked_when_sending_and_defer_to_the_windows_end(ready, sandbox):

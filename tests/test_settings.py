@@ -55,12 +55,25 @@ def test_secrets_are_not_in_repr(tmp_path):
         ({"BOT_REQUEST_TIMEOUT": "0"}, "BOT_REQUEST_TIMEOUT must be between"),
         ({"BOT_MAX_ATTEMPTS": "2.5"}, "BOT_MAX_ATTEMPTS must be a whole number"),
         ({"BOT_INCLUDE_REPLIES": "maybe"}, "BOT_INCLUDE_REPLIES must be true or false"),
+        # the OAuth signatures and tokens would cross the network in clear
+        ({"TWITTER_API_BASE_URL": "http://api.example.com"}, "TWITTER_API_BASE_URL must use https:// for any host but"),
+        ({"TWITTER_API_BASE_URL": "http://127.0.0.1.evil.com:80"}, "TWITTER_API_BASE_URL must use https://"),
+        ({"BOT_PRICES": "post=free"}, "BOT_PRICES must list kind=USD pairs"),
+        ({"BOT_PRICES": "tweet=0.01"}, "BOT_PRICES must list kind=USD pairs"),
+        ({"BOT_DAILY_SPEND_CAP": "-1"}, "BOT_DAILY_SPEND_CAP must be between"),
     ],
 )
 def test_bad_values_are_one_line_errors(env, message):
     with pytest.raises(BotError) as caught:
         Settings.from_env(env, dotenv_path=None)
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_plain_http_only_to_this_machine_and_prices_override_the_defaults():
+    for url in ("http://127.0.0.1:8080", "http://localhost:9", "http://[::1]:8080", "https://api.x.com"):
+        assert Settings.from_env({"TWITTER_API_BASE_URL": url}, dotenv_path=None).api_base_url == url
+    s = Settings.from_env({"BOT_PRICES": "post=0.02, post_read=0.004", "BOT_DAILY_SPEND_CAP": "1.5"}, dotenv_path=None)
+    assert dict(s.prices) == {"post": 0.02, "post_read": 0.004} and s.daily_spend_cap == 1.5
 
 
 def test_a_bad_secret_is_reported_without_its_value():
