@@ -420,6 +420,9 @@ def mention_figures(soak: Soak, data_dir: Path) -> dict:
         elif entry.get("status") == "skipped":
             outcome = "skipped"
             reasons[re.sub(r"\d+", "N", str(entry.get("reason") or "?"))] += 1
+        elif entry.get("status") in ("refused", "unknown"):
+            # X refused the reply (deleted/hidden mention), or its answer was lost and it was given up
+            outcome = str(entry["status"])
         else:
             outcome = "not handled"
         by_kind[kind][outcome] += 1
@@ -427,6 +430,8 @@ def mention_figures(soak: Soak, data_dir: Path) -> dict:
         "made": len(soak.mentions),
         "answered": sum(c["answered"] for c in by_kind.values()),
         "skipped": sum(c["skipped"] for c in by_kind.values()),
+        "refused": sum(c["refused"] for c in by_kind.values()),
+        "given up": sum(c["unknown"] for c in by_kind.values()),
         "not handled (yet)": sum(c["not handled"] for c in by_kind.values()),
         "by kind": {k: dict(v) for k, v in by_kind.items()},
         "skip reasons": dict(reasons),
@@ -493,8 +498,8 @@ def table(result: dict) -> str:
         ("mention -> reply delay, median / max", f"{p['reply delay median s']} s / {p['reply delay max s']} s"),
         ("longest gap between two standalone posts", f"{p['longest gap between posts s']} s (interval 20 +- 5 s)"),
         ("bot posts on X the state does not record as posted", str(p["posts on X the state does not record as posted"])),
-        ("mentions made / answered / skipped / not handled",
-         f"{m['made']} / {m['answered']} / {m['skipped']} / {m['not handled (yet)']}"),
+        ("mentions made / answered / skipped / reply refused / given up (unknown) / not handled yet",
+         f"{m['made']} / {m['answered']} / {m['skipped']} / {m['refused']} / {m['given up']} / {m['not handled (yet)']}"),
         ("skip reasons", "; ".join(f"{r} ({n})" for r, n in m["skip reasons"].items()) or "none"),
         ("peak memory, daemon (VmHWM)", mb(mem["daemon_hwm_kb"])),
         ("peak memory, fine-tune children (VmHWM, largest)",
