@@ -93,7 +93,11 @@ def fit(
     keeper = KeepBest(cfg.max_seconds, on_improve)
     callbacks = [keeper, keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience)]
     if checkpoint_dir is not None:
-        callbacks.append(keras.callbacks.BackupAndRestore(str(checkpoint_dir), save_freq="epoch"))
+        # double_checkpoint keeps the previous epoch's state too: a kill while the latest
+        # is being written (seen in CI) falls back to it instead of failing the restart
+        _drop_unreadable_checkpoint(Path(checkpoint_dir))
+        callbacks.append(keras.callbacks.BackupAndRestore(str(checkpoint_dir), save_freq="epoch",
+                                                          double_checkpoint=True))
     start = time.monotonic()
     model.fit(
         train_ds,
@@ -113,6 +117,22 @@ def fit(
         "best_val_loss": keeper.best,
         "stopped_by": "time budget" if keeper.out_of_time else "early stopping or max epochs",
     }
+
+
+def _drop_unreadable_checkpoint(folder: Path) -> None:
+    """A first checkpoint cut short by a kill has no previous one to fall back to:
+    drop it (with its metadata), so the restart begins again instead of failing."""
+    latest = folder / "latest.weights.h5"
+    if not latest.is_file() or (folder / "latest.weights.h5.bkp").is_file():
+        return
+    import h5py
+
+    try:
+        h5py.File(latest, "r").close()
+    except OSError:
+        log.warning("the checkpoint in %s was cut short while written: starting again", folder)
+        latest.unlink()
+        (folder / "training_metadata.json").unlink(missing_ok=True)
 
 
 class KeepBest(keras.callbacks.Callback):
