@@ -646,9 +646,6 @@ class Bot:
         day = local.date() if hour < end else local.date() + timedelta(days=1)
         return datetime(day.year, day.month, day.day, end, tzinfo=self._tz)
 
-    def in_quiet_hours(self, when: datetime) -> bool:
-        return self.quiet_until(when) is not None
-
     # --- mentions and replies -----------------------------------------------------------
     def answer_mentions(self, dry_run: bool = False) -> str:
         if self.client is None or not self.settings.has_credentials:

@@ -6,14 +6,16 @@ they are. Tables:
   meta            "schema_version" -> int, "created_at" -> ISO time
   targets         lowercase handle -> {"handle" (canonical case), "user_id", "added_at", ...}
   posts:<handle>  post id -> {"id", "user", "created_at", "text"}   (one table per account)
-  cursors         name -> str   (e.g. "mentions", "fetch:<handle>", "next_slot")
+  cursors         name -> str   (e.g. "mentions", "next_slot", "trained_on:<handle>",
+                  "usage:<UTC day>" (bot/costs.py), "paused_until:<job>" (a 429's reset),
+                  "train_failures:<handle>" / "refresh_failures:<handle>" (bot/backoff.py))
   bot_posts       time-ordered key (UTC recording time + random tail) -> {"key", "kind"
                   ("post"|"reply"; absent = "post"), "text", "target", "slot", "scores",
                   "api_id", "posted_at", "status", "recorded_at", ...}; status "intent" =
                   about to be sent, fate unknown until reconciled; anything else is final
                   ("posted", "dry-run", "refused", "not-sent", "unknown" = given up, ...)
   models          lowercase handle -> {"handle", "registered_at", "path", "version", ...}
-  mentions        mention id -> {"status" ("replied"|"skipped"), "reason", "author_id",
+  mentions        mention id -> {"status" ("replied"|"skipped"|"refused"|"unknown"), "reason", "author_id",
                                  "conversation_id", "target", "reply_key", "handled_at"}
   jobs            job name -> {"last_run", "ok", "summary", "error", "next_run", ...}
 Expression indexes on bot_posts' "slot" and "status" serve the daemon's hot queries.
@@ -54,7 +56,6 @@ SCHEMA_VERSION = 1
 DB_NAME = "state.sqlite"
 HANDLE_RE = re.compile(r"[A-Za-z0-9_]{1,15}")
 BUSY_TIMEOUT_S = 5.0
-DONE = ("posted", "dry-run")  # bot post statuses that mean "this slot is done"
 TABLES = ("meta", "targets", "cursors", "bot_posts", "models", "mentions", "jobs")
 # The queries below must spell these expressions the same way, or SQLite ignores the index.
 # (No index on "kind": nearly every record is a post, so it would not narrow anything.)

@@ -242,7 +242,8 @@ def test_the_schedule_survives_a_failing_job_and_late_polls_still_run(bot):
 
 
 def test_quiet_hours_are_checked_when_sending_and_defer_to_the_windows_end(ready, sandbox):
-    hour = datetime.now(timezone.utc).hour
+    started = datetime.now(timezone.utc)
+    hour = started.hour
     quiet = Settings(**{**ready.__dict__, "quiet_hours": (hour, (hour + 2) % 24)})
     b = Bot(quiet, Store(quiet.data_dir))
     b.scheduler = BackgroundScheduler(timezone="UTC")
@@ -251,7 +252,7 @@ def test_quiet_hours_are_checked_when_sending_and_defer_to_the_windows_end(ready
         slot = slot_now() - timedelta(hours=1)  # planned before the window, sent inside it
         assert "waits for the end of quiet hours" in b.post_slot(slot)
         job = b.scheduler.get_job("post")
-        end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
+        end = started.replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)  # (the window's end)
         assert job.next_run_time == end and own(sandbox) == []
     finally:
         b.scheduler.shutdown(wait=False)
