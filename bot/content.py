@@ -43,6 +43,8 @@ _PLACEHOLDER_RE = re.compile("[\ufffd\ue001-\uf8ff\U000f0000-\U0010fffd]")
 # a normalized text made only of these (and no URL) weighs len(text). A fast path
 # only; tests check it against trainer.text.weighted_length on real posts.
 _LIGHT_ONLY_RE = re.compile("[\u0000-\u10ff\u2000-\u200c\u2010-\u201f\u2032-\u2037]*")
+# a #tag or an @handle, defused or not: the model invents them ("@LabrielDonard")
+_TAG_RE = re.compile("(?<![\\w#@\uff20])([#@\uff20])\u200b?([A-Za-z0-9_]{1,30})")
 _HANDLE_FIRST_RE = re.compile("^[.\\s]*[@\uff20]")  # "@name ..." and ".@name ...": replies' openings
 _PAIRS = (("(", ")"), ("[", "]"), ("\u201c", "\u201d"))
 _STRAY_START = set(",.;:!?'\u2019)]}-_/|\\")  # no post of a person starts mid-sentence
@@ -117,6 +119,7 @@ class ContentChecks:
         min_words: int = DEFAULT_MIN_WORDS,
         recent_bot_posts: Iterable[str] = (),
         known_words: frozenset[str] | None = None,
+        known_tags: frozenset[str] | None = None,
     ):
         if mentions not in MENTION_MODES:
             raise BotError(f"mentions must be one of {', '.join(MENTION_MODES)}, not {mentions!r}")
@@ -129,6 +132,7 @@ class ContentChecks:
         self.mentions = mentions
         self.min_words = min_words
         self.known_words = known_words  # None: any word may be posted
+        self.known_tags = known_tags  # "#tag"/"@handle" (lowercase) the account used; None: any
         # the bot's recent posts, for every target: X refuses duplicates, and readers
         # would notice; the same near-copy rules as for the target's own posts
         self._recent = NearCopyIndex()
@@ -184,6 +188,10 @@ class ContentChecks:
             unknown = [w for w in vocabulary.words(text) if w not in self.known_words]
             if unknown:
                 reasons.append("unknown-word: " + ", ".join(repr(w) for w in unknown[:3]))
+        if self.known_tags is not None:
+            invented = [mark + name for mark, name in _tags(text) if mark + name.lower() not in self.known_tags]
+            if invented:
+                reasons.append("invented-tag: " + ", ".join(repr(t) for t in invented[:3]))
         if _HANDLE_FIRST_RE.match(text):
             reasons.append("handle-first: opens with an @handle, like a reply")
         elif text[:1] in _STRAY_START:
@@ -199,6 +207,17 @@ class ContentChecks:
         if text.count('"') % 2:
             reasons.append('unbalanced: "')
         return reasons
+
+
+def _tags(text: str) -> list[tuple[str, str]]:
+    return [("@" if mark == "\uff20" else mark, name) for mark, name in _TAG_RE.findall(text)]
+
+
+def known_tags(texts: Iterable[str]) -> frozenset[str]:
+    """The #tags and @handles (lowercase, with their mark) an account's posts use: the
+    only ones the bot may post as it (a real handle is defused; an invented one is not
+    posted at all)."""
+    return frozenset(mark + name.lower() for text in texts for mark, name in _tags(text))
 
 
 def known_words(account_counts: Counter, base_words: frozenset[str] | None = None) -> frozenset[str]:

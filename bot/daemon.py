@@ -56,7 +56,7 @@ from zoneinfo import ZoneInfo
 
 from bot import backoff, replies, training
 from bot.compose import ComposeParams, Style, compose
-from bot.content import DEFAULT_BANNED_WORDS_FILE, checks_from_store, known_words
+from bot.content import DEFAULT_BANNED_WORDS_FILE, checks_from_store, known_tags, known_words
 from bot.costs import Meter, SpendCapReached
 from bot.errors import BotError
 from bot.originality import Selection, index_from_store
@@ -176,7 +176,7 @@ class Bot:
         self.store = store
         self.stop = stop or threading.Event()
         self.models = ModelCache()
-        self._styles: dict[str, tuple[int, Style, frozenset[str]]] = {}  # handle -> (posts, style, words)
+        self._styles: dict[str, tuple[int, Style, frozenset[str], frozenset[str]]] = {}  # handle -> (posts, style, words, tags)
         self.scheduler: Any = None
         self.training: list = []  # the running fine-tune child process, if any
         self.fatal: BaseException | None = None  # a failure that ends the daemon (exit 1)
@@ -378,26 +378,26 @@ class Bot:
         artifact, net = self.models.get(info["path"])
         s = self.settings
         index = index_from_store(self.store, handle)
-        style, vocabulary = self._style(handle)
+        style, vocabulary, tags = self._style(handle)
         checks = checks_from_store(
             self.store, now=_now(), repeat_days=s.repeat_days, mentions=s.mentions_mode, min_words=s.min_words,
             banned_words_file=s.banned_words_file or DEFAULT_BANNED_WORDS_FILE,
-            known_words=vocabulary if s.real_words else None,
+            known_words=vocabulary if s.real_words else None, known_tags=tags if s.real_words else None,
         )
         params = ComposeParams(n or s.candidates, s.max_batches, s.temperature, s.top_p)
         return compose(artifact, index, checks, params, mention=mention, seed=seed, net=net, style=style)
 
-    def _style(self, handle: str) -> tuple[Style, frozenset[str]]:
-        """The account's lengths and word counts, and the words it may post: made again
-        only when its stored posts changed."""
+    def _style(self, handle: str) -> tuple[Style, frozenset[str], frozenset[str]]:
+        """The account's lengths and word counts, and the words and #tags/@handles it
+        may post: made again only when its stored posts changed."""
         key, count = handle.lstrip("@").lower(), self.store.post_count(handle)
         cached = self._styles.get(key)
         if cached is None or cached[0] != count:
             texts = [p["text"] for p in self.store.posts(handle)]
             style = Style.of(texts)
-            cached = (count, style, known_words(style.word_counts))
+            cached = (count, style, known_words(style.word_counts), known_tags(texts))
             self._styles[key] = cached
-        return cached[1], cached[2]
+        return cached[1], cached[2], cached[3]
 
     # --- rotation -----------------------------------------------------------------------
     def rotation(self, now: datetime | None = None) -> list[dict]:

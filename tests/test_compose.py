@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from bot.compose import LENGTH_TOLERANCE, ComposeParams, Style, compose, content_words, rank
-from bot.content import ContentChecks, known_words
+from bot.content import ContentChecks, known_tags, known_words
 from bot.originality import NearCopyIndex, Selection, Verdict, canonical_tokens
 from tests.bot_helpers import REPO
 from tests.trainer_helpers import BASE_FIXTURE, account_posts
@@ -73,6 +73,13 @@ def test_style_checks_reject_what_reads_machine_made():
         reasons = checks.check(text)[1]
         assert [r.split(":")[0] for r in reasons] == kinds, (text, reasons)
     assert ContentChecks().check("Thank you for the flarbiest rally tonight")[1] == []  # no vocabulary given
+    # the model invents #tags and @handles; only the account's own may be posted
+    tags = known_tags(["Thank you @FoxNews and #MAGA!", "Watch @CNN tonight"])
+    assert tags == {"@foxnews", "#maga", "@cnn"}
+    tagged = ContentChecks(known_tags=tags)
+    assert tagged.check("Great rally with @FoxNews and #maga tonight")[1] == []
+    assert tagged.check("Great rally with @LabrielDonard tonight folks")[1] == ["invented-tag: '@LabrielDonard'"]
+    assert tagged.check("Great rally tonight folks #Winning2020")[1] == ["invented-tag: '#Winning2020'"]
     # X links a bare domain, and a post with a link costs $0.20 instead of $0.015
     for text in ("Read the whole plan at yang2020.com today friends", "Find out more at bbc.co.uk tonight"):
         assert [r.split(":")[0] for r in ContentChecks().check(text)[1]] == ["url"], text
