@@ -53,6 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bot.sandbox import BOT_USER_ID, BOT_USERNAME, KNOWN_USER_IDS, start_sandbox  # noqa: E402
+from bot.xclient import comparable  # noqa: E402
 from tests.bot_helpers import bot_env, build_tiny_base, kill9, start_bot  # noqa: E402
 
 TARGET = "realDonaldTrump"
@@ -333,14 +334,12 @@ def stop_daemon(proc) -> tuple[int | None, float]:
 
 # --- reading the results --------------------------------------------------------------------
 def normalized(text: str) -> str:
-    """HTML-unescaped, leading @handles stripped, whitespace collapsed."""
-    text = html.unescape(text)
-    text = re.sub(r"^(\s*@\w+)+", "", text)
-    return " ".join(text.split())
+    """The text as the bot compares it with what X serves (links, escaping, a reply's @handles)."""
+    return comparable(text, reply=True)
 
 
 def read_state(data_dir: Path, table: str) -> dict[str, dict]:
-    """A sqlitedict table of the bot's state, read with plain sqlite3, read-only."""
+    """A table of the bot's state, read with plain sqlite3, read-only."""
     conn = sqlite3.connect(f"file:{data_dir / 'state.sqlite'}?mode=ro", uri=True)
     try:
         return {k: json.loads(v) for k, v in conn.execute(f'SELECT key, value FROM "{table}"')}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from bot.store import Store
+from bot.store import Store, parse_time
 
 
 def state(store: Store, job: str, handle: str) -> dict | None:
@@ -21,7 +21,7 @@ def waiting_until(store: Store, job: str, handle: str, now: datetime) -> datetim
     entry = state(store, job, handle)
     if entry is None:
         return None
-    until = datetime.fromisoformat(entry["until"].replace("Z", "+00:00"))
+    until = parse_time(entry["until"])
     return until if until > now else None
 
 

@@ -54,7 +54,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     and the bot's own; print one JSON object a line, in input order."""
     import itertools
     import json
-    from datetime import datetime, timezone
 
     from bot.content import DEFAULT_BANNED_WORDS_FILE, checks_from_store
     from bot.originality import index_from_store, judge
@@ -265,9 +264,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         for c in counts:
             statuses[c["status"] or "?"] = statuses.get(c["status"] or "?", 0) + c["count"]
         jobs = store.jobs()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")  # compared with stored ISO times
         paused = {name: until for name in jobs
-                  if (until := store.get_cursor(f"paused_until:{name}")) and until > now.strftime("%Y-%m-%dT%H:%M:%S")}
+                  if (until := store.get_cursor(f"paused_until:{name}")) and until > now}
         report = {
             "mode": "live" if bot.sends else "dry-run",
             "data_dir": str(bot.settings.data_dir),
@@ -279,7 +278,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "posting_stopped": (jobs.get("posting") or {}).get("blocked"),
             "paused_until": paused,
             "cannot_post": {k: v for k, v in ((jobs.get("post") or {}).get("cannot_post") or {}).items()
-                            if v["until"] > now.strftime("%Y-%m-%dT%H:%M:%S")},
+                            if v["until"] > now},
             "api_spend": bot.meter.summary(),
         }
         if args.json:
@@ -293,7 +292,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             model = f"model v{r['model_version']}, {r['heldout_bits_per_char']} bits/char" if r["model_version"] else "no model"
             print(f"  @{r['handle']:<16} {r['posts']:>6} posts  {model}  posted {r['bot_posts']}, replies {r['bot_replies']}")
             for what, b in (("fine-tune", r["training_backoff"]), ("download", r["refresh_backoff"])):
-                if b and b.get("until", "") > now.strftime("%Y-%m-%dT%H:%M:%S"):
+                if b and b.get("until", "") > now:
                     print(f"      {what} failed {b['failures']}x, next try {b['until']}: {b['error']}")
             if r["handle"].lower() in report["cannot_post"]:
                 c = report["cannot_post"][r["handle"].lower()]

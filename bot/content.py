@@ -10,18 +10,16 @@ the bot's recent posts (store, clock) and hands them over.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 from bot.errors import BotError
 from bot.originality import NearCopyIndex, canonical_tokens
+from bot.store import Store, parse_time
 from trainer import words as vocabulary
 from trainer.text import MAX_WEIGHTED_LENGTH, URL_SYMBOL, URL_WEIGHT, has_link, weighted_length
-
-if TYPE_CHECKING:
-    from bot.store import Store
 
 DEFAULT_BANNED_WORDS_FILE = Path(__file__).resolve().parents[1] / "config" / "banned_words.txt"
 MENTION_MODES = ("defuse", "reject")
@@ -241,10 +239,6 @@ def checks_from_store(
         raise BotError(f"repeat_days must be 0 or more, not {repeat_days}")
     cut = now - timedelta(days=repeat_days)
     recent = [e for e in store.recent_bot_posts(since=cut)  # recorded since: read only those
-              if _when(e.get("posted_at") or e["recorded_at"]) >= cut] if repeat_days else []
+              if parse_time(e.get("posted_at") or e["recorded_at"]) >= cut] if repeat_days else []
     return ContentChecks(recent_bot_posts=[b["text"] for b in recent], **rules)
 
-
-def _when(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

@@ -61,7 +61,7 @@ from bot.costs import Meter, SpendCapReached
 from bot.errors import BotError
 from bot.originality import Selection, index_from_store
 from bot.settings import Settings
-from bot.store import Store, StoreWriteError
+from bot.store import Store, StoreWriteError, parse_time
 from bot.xclient import (
     AccessDenied,
     ApiError,
@@ -89,6 +89,8 @@ JOB_BACKOFF_S = (30.0, 3600.0)  # a job failing n times in a row waits 30 s * 2^
 TARGET_COOLDOWN_S = 3600.0  # a target that could not produce a post sits out this long
 REPLY_WINDOW = timedelta(days=14)  # replies this recent count for the budget and the loop guard
 LOCK_NAME = "bot.lock"
+# what a reply's outcome makes of its mention (anything else: "skipped")
+MENTION_STATUS = {"posted": "replied", "dry-run": "replied", "unknown": "unknown", "refused": "refused"}
 
 
 class Stopping(BotError):
@@ -103,9 +105,13 @@ def _iso(when: datetime) -> str:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _parse(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+def _wait_after(failures: int, exc: BaseException) -> float:
+    """Seconds before the next try after `failures` in a row: 30 s doubling to an hour,
+    or until a 429's reset if that is later."""
+    wait = min(JOB_BACKOFF_S[0] * 2 ** (failures - 1), JOB_BACKOFF_S[1])
+    if isinstance(exc, RateLimited) and exc.reset_at is not None:
+        wait = max(wait, exc.reset_at - time.time() + 1)
+    return wait
 
 
 # --- the schedule: one screen -----------------------------------------------------------------
@@ -261,18 +267,15 @@ class Bot:
     def _failed(self, name: str, exc: BaseException) -> dict:
         """Count a failure of job `name`; a 429's reset or an exponential backoff holds it."""
         count = self._failures.get(name, (0, 0.0))[0] + 1
-        wait = min(JOB_BACKOFF_S[0] * 2 ** (count - 1), JOB_BACKOFF_S[1])
-        reset_at = getattr(exc, "reset_at", None) if isinstance(exc, RateLimited) else None
-        if reset_at is not None:
-            until = datetime.fromtimestamp(reset_at, timezone.utc)
-            self.store.set_cursor(f"paused_until:{name}", _iso(until))  # survives a restart
-            wait = max(wait, (until - _now()).total_seconds())
+        wait = _wait_after(count, exc)
+        if isinstance(exc, RateLimited) and exc.reset_at is not None:  # survives a restart
+            self.store.set_cursor(f"paused_until:{name}", _iso(datetime.fromtimestamp(exc.reset_at, timezone.utc)))
         self._failures[name] = (count, time.monotonic() + wait)
         return {"failures": count, "backoff_until": _iso(_now() + timedelta(seconds=wait))}
 
     def _held_back(self, name: str) -> bool:
         paused = self.store.get_cursor(f"paused_until:{name}")
-        if paused and _parse(paused) > _now():
+        if paused and parse_time(paused) > _now():
             return True
         failures = self._failures.get(name)
         return failures is not None and time.monotonic() < failures[1]
@@ -528,7 +531,10 @@ class Bot:
         """Stop posting and replying until a restart (credentials or permissions refused)."""
         self.blocked = reason
         self.store.record_job("posting", ok=False, blocked=reason, since=_iso(_now()))
-        self.say_hourly("blocked", f"posting stopped until the settings are fixed and the bot restarted: {reason}")
+        self._say_blocked()
+
+    def _say_blocked(self) -> None:
+        self.say_hourly("blocked", f"posting stopped until the settings are fixed and the bot restarted: {self.blocked}")
 
     def reconcile(self) -> str:
         """Settle posts recorded as about to be sent whose fate a crash hid: found among
@@ -566,7 +572,7 @@ class Bot:
         """The slot to post at: the stored one (a restart resumes it), else a new one."""
         stored = self.store.get_cursor(SLOT_CURSOR)
         if initial and stored:
-            return _parse(stored)
+            return parse_time(stored)
         now = after or _now()
         s = self.settings
         if initial and s.first_post_delay is not None:
@@ -602,7 +608,7 @@ class Bot:
                 retry_at = _now() + timedelta(seconds=60)
                 return f"slot {name} waits: whether its earlier try was sent is not known yet"
             if self.blocked:
-                self.say_hourly("blocked", f"posting stopped until the settings are fixed and the bot restarted: {self.blocked}")
+                self._say_blocked()
                 return f"slot {name} skipped: posting stopped ({self.blocked})"
             quiet_end = self.quiet_until(_now())
             if quiet_end is not None:
@@ -619,11 +625,7 @@ class Bot:
             if isinstance(exc, (CredentialsRejected, AccessDenied)) and self.blocked:
                 raise  # the slot is skipped: posting stopped
             # nothing was sent (see _send): the same slot is tried again, later each time
-            count = self._failures.get("post", (0, 0.0))[0] + 1
-            wait = min(JOB_BACKOFF_S[0] * 2 ** (count - 1), JOB_BACKOFF_S[1])
-            if isinstance(exc, RateLimited) and exc.reset_at is not None:
-                wait = max(wait, exc.reset_at - time.time() + 1)
-            retry_at = _now() + timedelta(seconds=wait)
+            retry_at = _now() + timedelta(seconds=_wait_after(self._failures.get("post", (0, 0.0))[0] + 1, exc))
             raise
         finally:
             if not self.stop.is_set():
@@ -652,7 +654,7 @@ class Bot:
             return "no X credentials: mentions are not read"
         if self.blocked and not dry_run:
             # unanswered mentions stay unread: after a restart with good settings they are answered
-            self.say_hourly("blocked", f"posting stopped until the settings are fixed and the bot restarted: {self.blocked}")
+            self._say_blocked()
             return ""
         self.reconcile()
         me = self.client.me()
@@ -674,7 +676,7 @@ class Bot:
             if e.get("status") in SETTLED + ("intent",):
                 handled.add(str(e["in_reply_to"]))
                 past.append(replies.PastReply(str(e.get("reply_to_author_id")), str(e.get("conversation_id")),
-                                              _parse(e.get("posted_at") or e["recorded_at"])))
+                                              parse_time(e.get("posted_at") or e["recorded_at"])))
         decisions = replies.decide(mentions, rules, now=_now(), handled=handled, past_replies=past)
         counts = {"replied": 0, "skipped": 0, "waiting": 0}
         waiting: list[int] = []
@@ -718,8 +720,8 @@ class Bot:
                   "reply_to_author_id": str(mention.get("author_id")),
                   "conversation_id": str(mention.get("conversation_id") or mention["id"])}
         outcome = self._send(selection, record, str(mention["id"]), dry_run, ticked)
-        status = "replied" if outcome.status in DONE else outcome.status if outcome.status in ("unknown", "refused") else "skipped"
-        if outcome.status in ("unknown", "refused"):
+        status = MENTION_STATUS.get(outcome.status, "skipped")
+        if status in ("unknown", "refused"):
             log.warning("mention %s: no reply (%s)", mention["id"], outcome.reason)
         self.store.mark_mention(mention["id"], status, target=target, reply_key=outcome.key, reason=outcome.reason,
                                 author_id=mention.get("author_id"), conversation_id=record["conversation_id"])

@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -220,8 +221,7 @@ class _Reader:
         match = re.fullmatch(r"(https?)://([^/\s?#]+)(/[^\s?#]*)?", value)
         if not match:
             raise BotError(f"{name} must be an http(s) URL such as http://127.0.0.1:8080, not {value!r}")
-        host = match[2].rsplit(":", 1)[0] if not match[2].startswith("[") else match[2][1:].split("]")[0]
-        if match[1] == "http" and not is_loopback(host):
+        if match[1] == "http" and not is_loopback(urlsplit(value).hostname or ""):
             # the OAuth signatures and the bearer token would cross the network in clear
             raise BotError(f"{name} must use https:// for any host but this machine (127.0.0.1, localhost, [::1]), "
                            f"not {value!r}")

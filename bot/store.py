@@ -271,7 +271,7 @@ class Store:
         if since is None:
             return entries
         since = _utc(since)
-        return [e for e in entries if _parse_time(e.get("posted_at") or e["recorded_at"]) >= since]
+        return [e for e in entries if parse_time(e.get("posted_at") or e["recorded_at"]) >= since]
 
     def recent_bot_posts(self, kind: str | None = None, since: datetime | None = None) -> list[dict]:
         """The bot's posts of `kind` ("post" or "reply"; records without one are posts; None:
@@ -511,6 +511,7 @@ def _clean_post(post: dict, name: str, number: int) -> dict:
             "created_at": str(created) if created else None, "text": text}
 
 
-def _parse_time(value: str) -> datetime:
+def parse_time(value: str) -> datetime:
+    """An ISO time as the store writes it ("...Z" or an offset); naive = UTC."""
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

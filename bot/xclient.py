@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import tenacity
@@ -39,7 +40,7 @@ import tweepy
 
 from bot.costs import Meter
 from bot.errors import BotError
-from bot.settings import Settings
+from bot.settings import Settings, is_loopback
 from trainer.text import LINK_RE, has_link, is_retweet
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class _RedirectingSession(requests.Session):
         super().__init__()
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        if re.match(r"https?://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?$", self.base_url):
+        if is_loopback(urlsplit(self.base_url).hostname or ""):
             self.trust_env = False  # no proxy from the environment for a local sandbox
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:

@@ -16,20 +16,22 @@ from pathlib import Path
 from typing import Iterable
 
 from trainer.errors import TrainerError
-from trainer.text import URL_SYMBOL
+from trainer.text import LINK_RE, URL_SYMBOL
 
 MIN_COUNT = 3  # seen this often (in the base corpus, or in the account's posts) = a real word
 DEFAULT_WORDS = Path(__file__).parent / "models" / "words.txt.gz"
 
-# handles (defused ones too: a zero-width character after the sign), tags, URLs
-_NOT_WORDS_RE = re.compile("[@\uff20#][\u200b\u200c\u2060\ufeff]*\\w+(?:['\u2019]s\\b)?|(?:https?://|www\\.)\\S+|\\b\\w+\\.(?:com|org|net|co|ly|gov)\\S*|"
+# handles (defused ones too: a zero-width character after the sign), tags, URLs; bare
+# domains are trainer.text's LINK_RE (what X links)
+_NOT_WORDS_RE = re.compile("[@\uff20#][\u200b\u200c\u2060\ufeff]*\\w+(?:['\u2019]s\\b)?|(?:https?://|www\\.)\\S+|"
                            + URL_SYMBOL)
 _WORD_RE = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*")
 
 
 def words(text: str) -> list[str]:
     """The words of a text, casefolded, in order (apostrophes inside a word kept)."""
-    return [w.replace("\u2019", "'") for w in _WORD_RE.findall(_NOT_WORDS_RE.sub(" ", text).casefold())]
+    text = _NOT_WORDS_RE.sub(" ", LINK_RE.sub(" ", text))
+    return [w.replace("\u2019", "'") for w in _WORD_RE.findall(text.casefold())]
 
 
 def count(texts: Iterable[str]) -> collections.Counter:
