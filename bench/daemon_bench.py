@@ -31,7 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bot.sandbox import BOT_USERNAME, start_sandbox  # noqa: E402
+from bot.sandbox.x import BOT_USERNAME, start_sandbox  # noqa: E402
 from bot.store import Store  # noqa: E402
 from trainer.data import EOS, Post, Vocab, encode_posts  # noqa: E402
 from trainer.model import DEFAULT_BASE, Artifact, ModelConfig, load, save  # noqa: E402

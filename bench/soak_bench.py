@@ -52,8 +52,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bot.sandbox import BOT_USER_ID, BOT_USERNAME, KNOWN_USER_IDS, start_sandbox  # noqa: E402
-from bot.xclient import comparable  # noqa: E402
+from bot.sandbox.x import BOT_USER_ID, BOT_USERNAME, KNOWN_USER_IDS, start_sandbox  # noqa: E402
+from bot.platforms.x import comparable  # noqa: E402
 from tests.bot_helpers import bot_env, build_tiny_base, kill9, start_bot  # noqa: E402
 
 TARGET = "realDonaldTrump"
@@ -103,7 +103,7 @@ def real_texts(limit: int = 3000) -> list[str]:
 # --- what the sandbox offers ----------------------------------------------------------------
 def sandbox_features(sandbox) -> dict[str, bool]:
     """Which of the optional sandbox features this checkout has."""
-    kinds = set(getattr(sys.modules["bot.sandbox"], "FAULT_KINDS", ()))
+    kinds = set(getattr(sys.modules["bot.sandbox.x"], "FAULT_KINDS", ()))
     return {
         "set_timeline_lag": hasattr(sandbox, "set_timeline_lag"),
         "delete_post": hasattr(sandbox, "delete_post"),

@@ -22,7 +22,7 @@ from trainer.errors import TrainerError
 # --- sandbox / import (X client, store and ingest) ---
 def cmd_sandbox(args: argparse.Namespace) -> int:
     """Serve the local X-API-compatible sandbox until Ctrl-C or SIGTERM."""
-    from bot.sandbox import is_loopback, serve
+    from bot.sandbox.x import is_loopback, serve
 
     # Its credentials are public, so serving it beyond this machine must be asked for.
     if not is_loopback(args.host) and not args.public:

@@ -62,7 +62,7 @@ from bot.errors import BotError
 from bot.originality import Selection, index_from_store
 from bot.settings import Settings
 from bot.store import Store, StoreWriteError, parse_time
-from bot.xclient import (
+from bot.platforms.x import (
     AccessDenied,
     ApiError,
     CredentialsRejected,

@@ -13,7 +13,7 @@ import threading
 from dataclasses import replace
 
 from bot.daemon import Bot, run
-from bot.sandbox import BOT_USERNAME, FAN_USERNAME, start_sandbox
+from bot.sandbox.x import BOT_USERNAME, FAN_USERNAME, start_sandbox
 from bot.settings import Settings
 from bot.store import Store
 

@@ -23,12 +23,20 @@ from bot.errors import BotError
 from trainer.model import DEFAULT_BASE
 
 DEFAULT_API_BASE_URL = "https://api.twitter.com"
+DEFAULT_BLUESKY_SERVICE = "https://bsky.social"
+DEFAULT_BLUESKY_PUBLIC_API = "https://public.api.bsky.app"
+PLATFORMS = ("x", "bluesky", "mastodon")
 CREDENTIAL_VARS = (
     "TWITTER_CONSUMER_KEY",
     "TWITTER_CONSUMER_SECRET",
     "TWITTER_ACCESS_TOKEN",
     "TWITTER_ACCESS_TOKEN_SECRET",
 )
+PLATFORM_CREDENTIALS = {
+    "X": CREDENTIAL_VARS,
+    "Bluesky": ("BLUESKY_HANDLE", "BLUESKY_APP_PASSWORD"),
+    "Mastodon": ("MASTODON_API_BASE_URL", "MASTODON_ACCESS_TOKEN"),
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,20 @@ class Settings:
     bearer_token: str | None = field(default=None, repr=False)
     # Every request goes to this host (the sandbox: http://127.0.0.1:8080).
     api_base_url: str = DEFAULT_API_BASE_URL
+
+    # --- where the bot account lives: "x", "bluesky" or "mastodon" (bot/platforms/) ---
+    platform: str = "x"
+    # Bluesky: the bot's handle and an app password (never the account password); its PDS;
+    # the AppView that serves public reads without login.
+    bluesky_handle: str | None = None
+    bluesky_app_password: str | None = field(default=None, repr=False)
+    bluesky_service: str = DEFAULT_BLUESKY_SERVICE
+    bluesky_public_api: str = DEFAULT_BLUESKY_PUBLIC_API
+    # Mastodon: the bot's server and an access token with the read and write scopes.
+    mastodon_api_base_url: str | None = None
+    mastodon_access_token: str | None = field(default=None, repr=False)
+    mastodon_visibility: str = "unlisted"  # of the bot's posts: "public" or "unlisted"
+    mastodon_spoiler_text: str | None = None  # a content warning on every post, if set
 
     # --- state ---
     data_dir: Path = Path("data")
@@ -106,7 +128,16 @@ class Settings:
 
     @property
     def has_credentials(self) -> bool:
-        """True when the four OAuth 1.0a values are set: the bot can post."""
+        """True when the bot's platform has what posting needs (X: the four OAuth 1.0a
+        values; Bluesky: handle and app password; Mastodon: server and access token)."""
+        if self.platform == "bluesky":
+            return bool(self.bluesky_handle and self.bluesky_app_password)
+        if self.platform == "mastodon":
+            return bool(self.mastodon_api_base_url and self.mastodon_access_token)
+        return self.has_x_credentials
+
+    @property
+    def has_x_credentials(self) -> bool:
         return all((self.consumer_key, self.consumer_secret, self.access_token, self.access_token_secret))
 
     @classmethod
@@ -131,6 +162,15 @@ class Settings:
             access_token_secret=r.secret("TWITTER_ACCESS_TOKEN_SECRET"),
             bearer_token=r.secret("TWITTER_BEARER_TOKEN"),
             api_base_url=r.url("TWITTER_API_BASE_URL", DEFAULT_API_BASE_URL),
+            platform=r.choice("BOT_PLATFORM", "x", PLATFORMS),
+            bluesky_handle=r.raw_text("BLUESKY_HANDLE", strip="@"),
+            bluesky_app_password=r.secret("BLUESKY_APP_PASSWORD"),
+            bluesky_service=r.url("BLUESKY_SERVICE", DEFAULT_BLUESKY_SERVICE),
+            bluesky_public_api=r.url("BLUESKY_PUBLIC_API", DEFAULT_BLUESKY_PUBLIC_API),
+            mastodon_api_base_url=r.optional_url("MASTODON_API_BASE_URL"),
+            mastodon_access_token=r.secret("MASTODON_ACCESS_TOKEN"),
+            mastodon_visibility=r.choice("MASTODON_VISIBILITY", "unlisted", ("public", "unlisted")),
+            mastodon_spoiler_text=r.raw_text("MASTODON_SPOILER_TEXT"),
             data_dir=r.path("BOT_DATA_DIR", Path("data")),
             retention_days=r.number("BOT_RETENTION_DAYS", 90.0, low=1, high=36500),
             lookup_window=r.number("BOT_LOOKUP_WINDOW", 60.0, low=0, high=3600),
@@ -177,11 +217,12 @@ class Settings:
 
 
 def _check_credentials(r: _Reader) -> None:
-    # Half a set of OAuth values is always a mistake; say which ones are missing.
-    present = [name for name in CREDENTIAL_VARS if r.secret(name)]
-    if present and len(present) < len(CREDENTIAL_VARS):
-        missing = ", ".join(name for name in CREDENTIAL_VARS if name not in present)
-        raise BotError(f"incomplete X credentials: {missing} not set (set all four, or none to run dry)")
+    # Half a set of credentials is always a mistake; say which ones are missing.
+    for platform, names in PLATFORM_CREDENTIALS.items():
+        present = [name for name in names if r.secret(name)]
+        if present and len(present) < len(names):
+            missing = ", ".join(name for name in names if name not in present)
+            raise BotError(f"incomplete {platform} credentials: {missing} not set (set all, or none to run dry)")
 
 
 def is_loopback(host: str) -> bool:
@@ -226,6 +267,13 @@ class _Reader:
             raise BotError(f"{name} must use https:// for any host but this machine (127.0.0.1, localhost, [::1]), "
                            f"not {value!r}")
         return value.rstrip("/")
+
+    def optional_url(self, name: str) -> str | None:
+        return self.url(name, "") if self._raw(name) else None
+
+    def raw_text(self, name: str, strip: str = "") -> str | None:
+        value = self._raw(name)
+        return value.lstrip(strip) or None if value is not None else None
 
     def prices(self, name: str) -> tuple[tuple[str, float], ...]:
         from bot.costs import DEFAULT_PRICES

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.sandbox import Sandbox, start_sandbox
+from bot.sandbox.x import Sandbox, start_sandbox
 from bot.store import Store
 from tests.bot_helpers import bot_env, tiny_base_path  # noqa: F401  (tiny_base_path is a fixture)
 from tests.trainer_helpers import shared_data

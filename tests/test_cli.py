@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from bot.cli import build_parser, main
-from bot.sandbox import BOT_USERNAME, PROTECTED_USERNAME, SAMPLE_DIR
+from bot.sandbox.x import BOT_USERNAME, PROTECTED_USERNAME, SAMPLE_DIR
 from bot.store import Store
 from tests.bot_helpers import REPO, bot_env, register_model, tiny_base_path  # noqa: F401
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.sandbox import BOT_USERNAME
+from bot.sandbox.x import BOT_USERNAME
 from bot.store import Store
 from tests.bot_helpers import bot_env, kill9, register_model, start_bot, tiny_base_path, wait_for  # noqa: F401
 

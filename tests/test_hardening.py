@@ -22,7 +22,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from bot import backoff, training
 from bot.cli import main
 from bot.daemon import Bot, schedule_jobs, shutdown
-from bot.sandbox import BOT_USERNAME
+from bot.sandbox.x import BOT_USERNAME
 from bot.settings import Settings
 from bot.store import Store
 from tests.bot_helpers import REPO, kill9, register_model, start_bot, tiny_base_path, wait_for  # noqa: F401

@@ -15,7 +15,7 @@ import pytest
 import requests
 from requests_oauthlib import OAuth1
 
-from bot.sandbox import (
+from bot.sandbox.x import (
     BOT_USER_ID,
     BOT_USERNAME,
     EMPTY_USERNAME,
@@ -30,7 +30,7 @@ from bot.sandbox import (
     is_loopback,
     start_sandbox,
 )
-from bot.xclient import XClient
+from bot.platforms.x import XClient
 
 from tests.bot_helpers import REPO
 

@@ -12,7 +12,7 @@ import pytest
 
 from bot.costs import Meter, SpendCapReached
 from bot.errors import BotError
-from bot.sandbox import (
+from bot.sandbox.x import (
     BOT_USERNAME,
     EMPTY_USERNAME,
     PROTECTED_USERNAME,
@@ -26,7 +26,7 @@ from bot.sandbox import (
     start_sandbox,
 )
 from bot.settings import Settings
-from bot.xclient import (
+from bot.platforms.x import (
     AccessDenied,
     AccountUnavailable,
     CredentialsMissing,
@@ -391,4 +391,4 @@ def test_mentions_since_a_cursor(client, sandbox):
     assert found[1]["referenced_tweets"] == [{"type": "replied_to", "id": own}]
     assert found[1]["created_at"].endswith("Z")
     third = sandbox.add_mention("one more")
-    assert [m["id"] for m in client.mentions(since_id=found[-1]["id"])] == [third["id"]]
+    assert [m["id"] for m in client.mentions(since=found[-1]["position"])] == [third["id"]]

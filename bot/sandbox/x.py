@@ -81,7 +81,7 @@ SUSPENDED_USERNAME = "suspended_acct"
 EMPTY_USERNAME = "empty_acct"
 FAN_USERNAME = "sandbox_fan"  # default author of mentions of the bot
 
-SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
 DEFAULT_SEED: tuple[Path, ...] = (SAMPLE_DIR / "realDonaldTrump.jsonl.gz",)
 KNOWN_USER_IDS = {"realdonaldtrump": "25073877"}  # the real id, so ids look familiar
 

@@ -1,4 +1,4 @@
-"""The bot's only door to the X API: tweepy's v2 Client with timeouts, bounded retries
+"""X: the bot's only door to the X API: tweepy's v2 Client with timeouts, bounded retries
 and typed errors, returning plain dicts.
 
 - Host: tweepy hard-codes https://api.twitter.com, so every request goes through a
@@ -40,8 +40,20 @@ import tweepy
 
 from bot.costs import Meter
 from bot.errors import BotError
+from bot.platforms.base import (
+    AccessDenied,
+    AccountUnavailable,
+    ApiError,
+    CredentialsMissing,
+    CredentialsRejected,
+    DuplicatePost,
+    OutcomeUnknown,
+    PostRefused,
+    RateLimited,
+    ServiceUnavailable,
+)
 from bot.settings import Settings, is_loopback
-from trainer.text import LINK_RE, has_link, is_retweet
+from trainer.text import LINK_RE, MAX_WEIGHTED_LENGTH, has_link, is_retweet, weighted_length
 
 log = logging.getLogger(__name__)
 
@@ -58,68 +70,6 @@ LOOKUP_POSTS = 20  # own posts read to find one whose answer was lost ($0.001 ea
 MAX_PAGES = 64  # a safety net against a server that never stops handing out next_token
 HANDLE_RE = re.compile(r"[A-Za-z0-9_]{1,15}")
 TWEET_FIELDS = ["created_at", "author_id", "conversation_id", "in_reply_to_user_id", "referenced_tweets"]
-
-
-# --- errors ---------------------------------------------------------------------------------
-class ApiError(BotError):
-    """The X API refused or failed a call; the message says which call and why."""
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.status = status
-
-
-class CredentialsMissing(ApiError):
-    """The call needs credentials that are not configured."""
-
-
-class CredentialsRejected(ApiError):
-    """401: the keys or tokens are wrong or revoked. Posting stops until they are fixed."""
-
-
-class AccessDenied(ApiError):
-    """403 other than a duplicate: the API tier or the app's permissions do not allow the call."""
-
-
-class PostRefused(ApiError):
-    """400, or a 403 about the post itself (replying to a deleted or hidden post, or to a
-    conversation the bot may not join): final for this post, not for the bot."""
-
-
-class DuplicatePost(ApiError):
-    """403 duplicate content: the caller should pick another candidate."""
-
-
-class AccountUnavailable(ApiError):
-    """An unknown, protected or suspended account; `.handle` and `.reason` say which."""
-
-    def __init__(self, handle: str, reason: str):
-        what = {
-            "unknown": "does not exist on X",
-            "protected": "is protected: its posts are not public",
-            "suspended": "is suspended",
-        }[reason]
-        super().__init__(f"@{handle} {what}")
-        self.handle = handle
-        self.reason = reason
-
-
-class OutcomeUnknown(ApiError):
-    """A post or reply may or may not have been created: the answer was lost and the
-    post was not found among the bot's posts within the look-up window (or the look-up
-    was refused). It must never be sent again."""
-
-
-class RateLimited(ApiError):
-    """429 after the allowed retries, or a reset too far away to wait for (`.reset_at`)."""
-
-    def __init__(self, message: str, reset_at: float | None = None):
-        super().__init__(message, status=429)
-        self.reset_at = reset_at
-
-
-class ServiceUnavailable(ApiError):
-    """5xx answers, timeouts or dropped connections on every try."""
 
 
 # --- the session that sends tweepy's requests to another host --------------------------------
@@ -184,6 +134,16 @@ class XClient:
         self._me: dict | None = None
         self._rejected: CredentialsRejected | None = None
         self._backoff = tenacity.wait_random_exponential(multiplier=settings.backoff_base, max=settings.backoff_max)
+
+    name = "x"
+
+    @property
+    def can_post(self) -> bool:
+        return self.settings.has_credentials
+
+    def fits(self, text: str) -> bool:
+        """X's rule: at most 280, counted by twitter-text weights (a link counts 23)."""
+        return weighted_length(text) <= MAX_WEIGHTED_LENGTH
 
     def close(self) -> None:
         self._client.session.close()
@@ -285,14 +245,14 @@ class XClient:
         log.info("fetched %d posts of @%s%s", len(posts), name, f" newer than {since_id}" if since_id else "")
         return posts[::-1]
 
-    def mentions(self, since_id: str | None = None, limit: int = MENTIONS_CAP) -> list[dict]:
-        """Posts naming the bot newer than `since_id`, oldest first, at most the newest `limit`.
+    def mentions(self, since: int | None = None, limit: int = MENTIONS_CAP) -> list[dict]:
+        """Posts naming the bot newer than tweet id `since`, oldest first, at most the newest `limit`.
 
-        Dicts: id, author_id, author (username), text, created_at, conversation_id,
-        in_reply_to_user_id, in_reply_to_id, referenced_tweets ([{"type", "id"}])."""
+        Dicts: id, position (the tweet id as an int), author_id, author (username), text,
+        created_at, conversation_id, in_reply_to_user_id, in_reply_to_id, referenced_tweets."""
         me = self.me()
         params: dict[str, Any] = {
-            "max_results": PAGE_SIZE, "tweet_fields": TWEET_FIELDS, "since_id": since_id,
+            "max_results": PAGE_SIZE, "tweet_fields": TWEET_FIELDS, "since_id": str(since) if since else None,
             "expansions": ["author_id"], "user_fields": ["username"],
         }
         found: list[dict] = []
@@ -304,6 +264,7 @@ class XClient:
                 refs = [{"type": r["type"], "id": str(r["id"])} for r in tweet.get("referenced_tweets", [])]
                 found.append({
                     "id": str(tweet["id"]),
+                    "position": int(tweet["id"]),
                     "author_id": str(tweet.get("author_id", "")),
                     "author": authors.get(str(tweet.get("author_id", ""))),
                     "text": tweet["text"],
@@ -355,11 +316,11 @@ class XClient:
         return None
 
     # --- writing --------------------------------------------------------------------------
-    def post(self, text: str) -> str:
-        """Post `text` as the bot; returns the new post's id."""
+    def post(self, text: str, key: str | None = None) -> str:
+        """Post `text` as the bot; returns the new post's id. (X takes no idempotency key.)"""
         return self._create(text, None)
 
-    def reply(self, text: str, in_reply_to_id: str) -> str:
+    def reply(self, text: str, in_reply_to_id: str, key: str | None = None) -> str:
         """Post `text` as a reply to post `in_reply_to_id`; returns the new post's id."""
         return self._create(text, str(in_reply_to_id))
 
