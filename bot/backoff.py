@@ -1,13 +1,27 @@
-"""Per-target backoff: a target whose fine-tune or download keeps failing waits longer
-each time (base, doubling, up to a cap), while the other targets go on. The state is
+"""Backoff. A job that keeps failing waits 30 s, doubling to an hour (`wait_after`).
+Per target: a target whose fine-tune or download keeps failing waits longer each time
+(base, doubling, up to a cap), while the other targets go on. The state is
 kept in the store (cursor "<job>_failures:<handle>"), so a restart does not reset it,
 and `status` shows it."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta
 
+from bot.platforms.base import RateLimited
 from bot.store import Store, parse_time
+
+JOB_BACKOFF_S = (30.0, 3600.0)  # a job failing n times in a row waits 30 s * 2^(n-1), at most an hour
+
+
+def wait_after(failures: int, exc: BaseException) -> float:
+    """Seconds before a job's next try after `failures` in a row: 30 s doubling to an
+    hour, or until a 429's reset if that is later."""
+    wait = min(JOB_BACKOFF_S[0] * 2 ** (failures - 1), JOB_BACKOFF_S[1])
+    if isinstance(exc, RateLimited) and exc.reset_at is not None:
+        wait = max(wait, exc.reset_at - time.time() + 1)
+    return wait
 
 
 def state(store: Store, job: str, handle: str) -> dict | None:

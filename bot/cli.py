@@ -109,7 +109,8 @@ def _print_json(value: object) -> None:
 
 def cmd_targets(args: argparse.Namespace) -> int:
     """targets add|remove|list."""
-    from bot.store import canonical_handle
+    from bot.platforms import PLATFORM_NAMES, canonical
+    from bot.platforms.base import CredentialsMissing
 
     bot = _bot(args)
     try:
@@ -123,9 +124,9 @@ def cmd_targets(args: argparse.Namespace) -> int:
                 print("no targets (add one: python -m bot targets add HANDLE)")
             for r in rows if not args.json else []:
                 model = f"model v{r['model_version']} ({r['heldout_bits_per_char']} bits/char)" if r["model_version"] else "no model"
-                print(f"@{r['handle']:<16} {r['posts']:>6} posts  weight {r['weight']:<4g} {model}")
+                print(f"@{r['handle']:<24} {r['platform']:<8} {r['posts']:>6} posts  weight {r['weight']:<4g} {model}")
             return 0
-        name = canonical_handle(args.handle)
+        platform, name = canonical(args.handle, getattr(args, "platform", None))
         if args.action == "remove":
             if not store.remove_target(name):
                 raise BotError(f"@{name} is not a target")
@@ -138,17 +139,22 @@ def cmd_targets(args: argparse.Namespace) -> int:
             from bot.ingest import import_posts
 
             new, total = import_posts(store, name, args.import_file)  # first: a bad file adds nothing
-            store.add_target(name, weight=args.weight)
+            store.add_target(name, weight=args.weight, platform=platform)
             print(f"added @{name} with {new} imported posts ({total} stored)")
             return 0
-        if bot.client is None:
+        try:
+            reader = bot.readers.for_target(platform, name)
+        except CredentialsMissing:
             raise BotError("no X credentials to look the handle up: set them (see config/.env.example), "
-                           f"or pass --import FILE with @{name}'s posts")
-        user = bot.client.resolve(name)
-        if user["protected"]:
+                           f"or pass --import FILE with @{name}'s posts") from None
+        user = reader.resolve(name)
+        if user.get("protected"):
             raise BotError(f"@{user['username']} is protected: its posts are not public")
-        store.add_target(user["username"], user["id"], weight=args.weight)
-        print(f"added @{user['username']} (id {user['id']}); download its posts with: python -m bot fetch")
+        # Bluesky and Mastodon spell handles as typed (lowercase); X gives the account's own case
+        stored = user["username"] if platform == "x" else name
+        store.add_target(stored, user["id"], weight=args.weight, platform=platform)
+        print(f"added @{stored} on {PLATFORM_NAMES[platform]} (id {user['id']}); "
+              "download its posts with: python -m bot fetch")
         return 0
     finally:
         bot.store.close()
@@ -160,7 +166,8 @@ def _target_row(bot, t: dict, counts: list[dict]) -> dict:
     info = bot.store.model_info(t["handle"]) or {}
     mine = [c for c in counts if c["target"].lstrip("@") == t["handle"].lower() and c["status"] == "posted"]
     return {
-        "handle": t["handle"], "user_id": t.get("user_id"), "weight": float(t.get("weight") or 1),
+        "handle": t["handle"], "platform": t.get("platform") or "x", "user_id": t.get("user_id"),
+        "weight": float(t.get("weight") or 1),
         "posts": bot.store.post_count(t["handle"]), "model_version": info.get("version"),
         "heldout_bits_per_char": info.get("heldout_bits_per_char"), "trained_at": info.get("trained_at"),
         "bot_posts": sum(c["count"] for c in mine if c["kind"] == "post"),
@@ -174,8 +181,6 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     """Download new posts of every target (or one) now."""
     bot = _bot(args)
     try:
-        if bot.client is None:
-            raise BotError("no X credentials: cannot download posts (import an archive instead: python -m bot import HANDLE FILE)")
         print(bot.refresh(args.handle))
         return 0
     finally:
@@ -246,8 +251,8 @@ def cmd_replies(args: argparse.Namespace) -> int:
     try:
         if not args.once:
             raise BotError("replies needs --once (the daemon, `run`, answers continuously)")
-        if bot.client is None or not bot.settings.has_credentials:
-            raise BotError("no X credentials: mentions cannot be read")
+        if bot.platform is None or not bot.settings.has_credentials:
+            raise BotError(f"no {bot.where} credentials: mentions cannot be read (see config/.env.example)")
         print(bot.answer_mentions(dry_run=args.dry_run) or "no new mentions")
         return 0
     finally:
@@ -268,6 +273,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         paused = {name: until for name in jobs
                   if (until := store.get_cursor(f"paused_until:{name}")) and until > now}
         report = {
+            "platform": bot.settings.platform,
             "mode": "live" if bot.sends else "dry-run",
             "data_dir": str(bot.settings.data_dir),
             "targets": [_target_row(bot, t, counts) for t in store.targets()],
@@ -284,13 +290,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(report)
             return 0
-        print(f"mode: {report['mode']}   state: {report['data_dir']}   next scheduled post: {report['next_slot'] or '-'}")
+        print(f"platform: {bot.where}   mode: {report['mode']}   state: {report['data_dir']}   next scheduled post: {report['next_slot'] or '-'}")
         if report["posting_stopped"]:
             print(f"POSTING STOPPED (until the settings are fixed and the bot restarted): {report['posting_stopped']}")
         print("targets:")
         for r in report["targets"]:
             model = f"model v{r['model_version']}, {r['heldout_bits_per_char']} bits/char" if r["model_version"] else "no model"
-            print(f"  @{r['handle']:<16} {r['posts']:>6} posts  {model}  posted {r['bot_posts']}, replies {r['bot_replies']}")
+            print(f"  @{r['handle']:<24} {r['platform']:<8} {r['posts']:>6} posts  {model}  posted {r['bot_posts']}, replies {r['bot_replies']}")
             for what, b in (("fine-tune", r["training_backoff"]), ("download", r["refresh_backoff"])):
                 if b and b.get("until", "") > now:
                     print(f"      {what} failed {b['failures']}x, next try {b['until']}: {b['error']}")
@@ -328,6 +334,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bot.platforms import PLATFORMS
+
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -365,7 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("targets", help="add, remove or list the accounts the bot imitates")
     tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     t = tsub.add_parser("add", help="add an account (looked up through the API, or --import FILE)")
-    t.add_argument("handle", metavar="HANDLE")
+    t.add_argument("handle", metavar="HANDLE", help="@name (X), name.bsky.social (Bluesky) or @name@server (Mastodon)")
+    t.add_argument("--platform", choices=PLATFORMS, default=None,
+                   help="the platform the account is on (default: guessed from the handle's form)")
     t.add_argument("--import", dest="import_file", metavar="FILE", help="its posts from a tweets.js, CSV or JSON Lines file")
     t.add_argument("--weight", type=float, default=1.0, help="share of scheduled posts (default 1: plain rotation)")
     data_dir(t)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bisect
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 

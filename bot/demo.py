@@ -44,9 +44,9 @@ def run_demo(settings: Settings, port: int = 0) -> int:
         with Store(settings.data_dir) as store:
             if store.target(DEMO_TARGET) is None:
                 bot = Bot(settings, store)
-                user = bot.client.resolve(DEMO_TARGET)
-                store.add_target(user["username"], user["id"])
-                bot.client.close()
+                user = bot.platform.resolve(DEMO_TARGET)
+                store.add_target(user["username"], user["id"], platform="x")
+                bot.platform.close()
 
         def mention_when_ready(bot: Bot) -> None:
             def wait() -> None:

@@ -60,7 +60,12 @@ def pick_target(text: str, rules: ReplyRules) -> str | None:
     else the default target (if it is tracked), else None."""
     lowered = text.lower()
     for handle in rules.targets:
-        if re.search(rf"(?<![\w]){re.escape(handle.lower())}(?!\w)", lowered):
+        if re.search(rf"(?<![\w]){re.escape(handle.lower())}(?![\w.]?\w)", lowered):
+            return handle
+    for handle in rules.targets:
+        # a Mastodon target by its name alone: writing "@name@server" would ping it
+        name, at, _server = handle.partition("@")
+        if at and re.search(rf"(?<![\w@]){re.escape(name.lower())}(?![\w@])", lowered):
             return handle
     if rules.default_target:
         for handle in rules.targets:
@@ -77,14 +82,14 @@ def decide(
     handled: set[str],
     past_replies: list[PastReply],
 ) -> list[Decision]:
-    """One decision per mention (dicts as XClient.mentions gives them: id, author_id,
-    author, text, created_at, conversation_id), oldest first. Replies decided here
+    """One decision per mention (dicts as a platform's `mentions` gives them: id,
+    position, author_id, author, text, created_at, conversation_id), oldest first. Replies decided here
     count against the budget and the depth of the mentions that follow."""
     hour_ago = now - timedelta(hours=1)
     recent = Counter(p.author_id for p in past_replies if p.at >= hour_ago)
     depth = Counter(p.conversation_id for p in past_replies)
     out: list[Decision] = []
-    for m in sorted(mentions, key=lambda m: int(m["id"]) if str(m["id"]).isdigit() else 0):
+    for m in sorted(mentions, key=lambda m: int(m.get("position") or 0)):
         mid, author_id = str(m["id"]), str(m.get("author_id") or "")
         author = str(m.get("author") or "").lower()
         conversation = str(m.get("conversation_id") or mid)

@@ -307,23 +307,27 @@ class _Reader:
         return value
 
     def handle(self, name: str) -> str | None:
+        from bot.platforms import canonical
+
         value = self._raw(name)
         if value is None:
             return None
-        cleaned = value.lstrip("@")
-        if not re.fullmatch(r"[A-Za-z0-9_]{1,15}", cleaned):
-            raise BotError(f"{name} must be an X handle, not {value!r}")
-        return cleaned
+        try:
+            return canonical(value)[1]
+        except BotError as exc:
+            raise BotError(f"{name}: {exc}") from None
 
     def handles(self, name: str) -> frozenset[str]:
-        value = self._raw(name) or ""
+        """Lowercase handles of any platform, separated by commas or spaces."""
+        from bot.platforms import canonical
+
         out = set()
-        for part in re.split(r"[,\s]+", value):
+        for part in re.split(r"[,\s]+", self._raw(name) or ""):
             if part:
-                cleaned = part.lstrip("@")
-                if not re.fullmatch(r"[A-Za-z0-9_]{1,15}", cleaned):
-                    raise BotError(f"{name} must list X handles separated by commas, not {part!r}")
-                out.add(cleaned.lower())
+                try:
+                    out.add(canonical(part)[1].lower())
+                except BotError as exc:
+                    raise BotError(f"{name} must list handles separated by commas: {exc}") from None
         return frozenset(out)
 
     def hours(self, name: str) -> tuple[int, int] | None:

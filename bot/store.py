@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sqlite3
 import stat
 import threading
@@ -54,7 +53,6 @@ from bot.errors import BotError
 
 SCHEMA_VERSION = 1
 DB_NAME = "state.sqlite"
-HANDLE_RE = re.compile(r"[A-Za-z0-9_]{1,15}")
 BUSY_TIMEOUT_S = 5.0
 TABLES = ("meta", "targets", "cursors", "bot_posts", "models", "mentions", "jobs")
 # The queries below must spell these expressions the same way, or SQLite ignores the index.
@@ -74,11 +72,11 @@ class StoreWriteError(BotError):
 
 
 def canonical_handle(handle: str) -> str:
-    """`@Name` or `Name` -> `Name`; BotError if it cannot be an X handle."""
-    cleaned = str(handle).strip().lstrip("@")
-    if not HANDLE_RE.fullmatch(cleaned):
-        raise BotError(f"{handle!r} is not an X handle (1-15 letters, digits or _)")
-    return cleaned
+    """`@Name` or `Name` -> `Name` (X), `Name.bsky.social` -> `name.bsky.social`,
+    `@name@Server` -> `name@server`; BotError if it is no platform's handle."""
+    from bot.platforms import canonical
+
+    return canonical(handle)[1]
 
 
 def _iso(when: datetime) -> str:
@@ -218,14 +216,20 @@ class Store:
         return int(self._rows(f"SELECT COUNT(*) FROM {_q(table)}")[0][0])
 
     def newest_post_id(self, handle: str) -> str | None:
-        """The largest X post id stored for the account (the `since_id` of the next fetch);
-        made-up ids of imported posts without one are ignored."""
+        """The newest post id stored for the account (the `since_id` of the next fetch):
+        the largest numeric id (X, Mastodon), else the newest at:// URI (Bluesky); made-up
+        ids of imported posts without one are ignored."""
         table = _posts_table(canonical_handle(handle))
         if not self._has_table(table):
             return None
         newest = self._rows(f"SELECT MAX(CAST(key AS INTEGER)) FROM {_q(table)} "
                             "WHERE key GLOB '[0-9]*' AND key NOT GLOB '*[^0-9]*'")[0][0]
-        return str(newest) if newest is not None else None
+        if newest is not None:
+            return str(newest)
+        # ids that are no numbers (Bluesky's at:// URIs): the newest by time
+        row = self._rows(f"SELECT key FROM {_q(table)} WHERE key GLOB 'at://*' "
+                         "ORDER BY json_extract(value, '$.created_at') DESC LIMIT 1")
+        return row[0][0] if row else None
 
     # --- cursors ----------------------------------------------------------------------------
     def get_cursor(self, name: str) -> str | None:

@@ -86,7 +86,7 @@ def test_generate_json_and_status_json(ready, capsys):
     assert ranks == list(range(1, len(ranks) + 1))  # the order of the choice, #1 first
     assert main(["status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
-    assert set(status) == {"mode", "data_dir", "targets", "bot_posts", "mentions_handled", "jobs", "next_slot",
+    assert set(status) == {"platform", "mode", "data_dir", "targets", "bot_posts", "mentions_handled", "jobs", "next_slot",
                            "posting_stopped", "paused_until", "cannot_post", "api_spend"}
     assert status["api_spend"]["today"]["calls"]["post_read"] > 0  # the fetch was counted
     assert status["mode"] == "live" and status["targets"][0]["model_version"] == 1

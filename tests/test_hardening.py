@@ -88,7 +88,7 @@ def test_recorded_then_killed_before_sending_is_given_up_at_restart(bot, sandbox
 def test_reconcile_when_the_timeline_cannot_be_read_gives_up_and_posting_goes_on(bot, sandbox):
     bot.store.record_bot_post({"kind": "post", "target": TARGET, "slot": "2026-01-01T00:00:00.000000Z",
                                "text": "Fate unknown", "status": "intent"})
-    sandbox.inject("tier", method="GET", path=f"/2/users/{bot.client.me()['id']}/tweets")
+    sandbox.inject("tier", method="GET", path=f"/2/users/{bot.platform.me()['id']}/tweets")
     bot.reconcile()
     assert bot.store.pending_bot_posts() == []
     assert "posted" in bot.post_slot(slot_now()) and len(own(sandbox)) == 1
@@ -99,7 +99,7 @@ def test_a_mention_deleted_before_the_reply_is_marked_and_the_next_is_answered(b
     doomed = sandbox.add_mention(f"@{TARGET} what do you think about the wall?")
     later = sandbox.add_mention(f"@{TARGET} and about the economy?", author="another_fan")
     # the mentions are read, then the first is deleted while the bot is composing
-    sandbox.inject("slow", method="GET", path=f"/2/users/{bot.client.me()['id']}/mentions", delay=1.0)
+    sandbox.inject("slow", method="GET", path=f"/2/users/{bot.platform.me()['id']}/mentions", delay=1.0)
     threading.Timer(0.5, sandbox.delete_post, args=(doomed["id"],)).start()
     summary = bot.answer_mentions()
     assert "1 replied" in summary
@@ -123,7 +123,7 @@ def test_a_read_only_app_stops_posting_with_one_line_an_hour(bot, sandbox, caplo
 
 
 def test_a_429_far_ahead_pauses_the_job_until_its_reset_across_restarts(bot, ready, sandbox):
-    me = bot.client.me()["id"]
+    me = bot.platform.me()["id"]
     sandbox.inject("429", method="GET", path=f"/2/users/{me}/mentions", reset_in=7200)
     run = bot.job("mentions", bot.answer_mentions)
     run()
@@ -139,12 +139,12 @@ def test_a_429_far_ahead_pauses_the_job_until_its_reset_across_restarts(bot, rea
 
 
 def test_a_job_that_keeps_failing_backs_off_exponentially(bot, sandbox):
-    me = bot.client.me()["id"]
+    me = bot.platform.me()["id"]
     sandbox.inject("503", method="GET", path=f"/2/users/{me}/mentions", count=1000)
     run = bot.job("mentions", bot.answer_mentions)
     waits = []
     for _ in range(4):
-        bot._failures.get("mentions") and bot._failures.__setitem__("mentions", (bot._failures["mentions"][0], 0.0))
+        bot.failures.get("mentions") and bot.failures.__setitem__("mentions", (bot.failures["mentions"][0], 0.0))
         run()  # (the wait is cut short so that each run counts)
         entry = bot.store.jobs()["mentions"]
         waits.append((datetime.fromisoformat(entry["backoff_until"].replace("Z", "+00:00"))
@@ -201,7 +201,7 @@ def test_rotation_is_fair_and_a_new_target_does_not_take_every_slot(bot, tiny_ba
         picks = []
         for _ in range(n):
             target = bot.rotation()[0]
-            bot._advance(target)
+            bot.advance(target)
             picks.append(target["handle"])
         return picks
 

@@ -14,7 +14,7 @@ RULES = ReplyRules(
 
 def mention(mid: int, text: str = "@xmimic_bot hello there", author: str = "fan", author_id: str = "100",
             age_s: float = 60, conversation: str | None = None) -> dict:
-    return {"id": str(mid), "text": text, "author": author, "author_id": author_id,
+    return {"id": str(mid), "position": mid, "text": text, "author": author, "author_id": author_id,
             "created_at": (NOW - timedelta(seconds=age_s)).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "conversation_id": conversation or str(mid)}
 
