@@ -5,7 +5,12 @@ Formats, recognised by their content (any of them may be gzip-compressed):
   (id_str, full_text, created_at "Wed Oct 10 20:19:24 +0000 2018", in_reply_to_*);
 - a CSV file with a header and a text column (`text`, `full_text`, `tweet` or `content`);
   `id` and `created_at` columns are optional;
-- JSON Lines, one post a line, as in the project's data: {"id", "user", "created_at", "text"}.
+- JSON Lines, one post a line, as in the project's data: {"id", "user", "created_at", "text"};
+- a Bluesky repository export (`.car`, from `com.atproto.sync.getRepo` or the app's "Export my
+  data"): the `app.bsky.feed.post` records, found by walking the repository's Merkle search
+  tree from the commit so that each post gets its `at://<did>/app.bsky.feed.post/<rkey>` id;
+- a Mastodon archive's `outbox.json` (or the archive itself, zip or tar.gz): the public and
+  unlisted `Note`s of its `Create` activities, HTML turned into text, the status id as id.
 
 Everything is parsed and checked before anything is stored: a malformed file is refused
 with a one-line BotError naming the file and the line (or record), and nothing is stored.
@@ -21,9 +26,18 @@ import hashlib
 import io
 import json
 import re
+import tarfile
+import zipfile
 import zlib
+from collections.abc import Iterator
 from datetime import datetime, timezone
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from atproto_core.car import CAR
+from atproto_core.cid import CID
+from atproto_core.exceptions import AtProtocolError
 
 from bot.errors import BotError
 from bot.store import Store, canonical_handle
@@ -34,6 +48,9 @@ ID_COLUMNS = ("id", "id_str", "tweet_id", "status_id")
 DATE_COLUMNS = ("created_at", "date", "timestamp", "time")
 USER_COLUMNS = ("user", "screen_name", "username", "author")
 TWITTER_DATE = "%a %b %d %H:%M:%S %z %Y"  # "Wed Oct 10 20:19:24 +0000 2018"
+BSKY_POST = "app.bsky.feed.post"  # the collection (and record $type) of Bluesky posts
+# How ActivityPub spells "everyone": Mastodon writes the full IRI, other servers may compact it.
+AS_PUBLIC = {"https://www.w3.org/ns/activitystreams#Public", "as:Public", "Public"}
 
 
 def read_archive(
@@ -43,24 +60,35 @@ def read_archive(
     include_replies: bool = True,
     handle: str | None = None,
 ) -> list[dict]:
-    """The posts in a tweets.js, CSV or JSON Lines file (gzip or not), in file order, as
-    dicts with id, user (None when the file does not say), created_at (ISO or None), text.
+    """The posts in a tweets.js, CSV, JSON Lines, Bluesky CAR or Mastodon outbox.json file
+    (gzip or not), in file order, as dicts with id, user (None when the file does not say),
+    created_at (ISO or None), text.
 
-    Retweets (`RT @...`) are left out unless include_retweets. Replies to other accounts
-    are left out when not include_replies, where the file says what is a reply (tweets.js;
-    `handle` is the account, so that its replies to itself are kept).
+    Retweets (`RT @...`) are left out unless include_retweets; Bluesky reposts and Mastodon
+    boosts always. Replies to other accounts are left out when not include_replies, where
+    the file says what is a reply (tweets.js, where `handle` is the account so that its
+    replies to itself are kept; Bluesky and Mastodon, which name the account themselves).
     """
     path = Path(path)
-    text = _read_text(path)
+    data = _read_bytes(path)
+    if _is_car(data):  # binary: recognised before any attempt to read it as text
+        return _unique(_read_car(path, data, include_replies))
+    text = _decode_text(path, data)
     head = text.lstrip()[:64]
     if head.startswith("window.") or head.startswith("["):
         posts = _read_tweets_js(path, text, include_replies, handle)
+    elif head.startswith("{") and _is_outbox(text):
+        posts = _read_outbox(path, text, include_replies)
     elif head.startswith("{"):
         posts = _read_jsonl(path, text)
     else:
         posts = _read_csv(path, text)
     if not include_retweets:
         posts = [p for p in posts if not is_retweet(p["text"])]
+    return _unique(posts)
+
+
+def _unique(posts: list[dict]) -> list[dict]:
     seen: set[str] = set()
     unique = []
     for post in posts:  # the first copy of an id wins
@@ -99,8 +127,13 @@ def import_posts(
 
 
 # --- reading -----------------------------------------------------------------------------------
-def _read_text(path: Path) -> str:
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped; for a Mastodon archive (zip or tar.gz), its outbox.json."""
     try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+        if magic == b"PK\x03\x04":
+            return _zip_outbox(path)
         data = path.read_bytes()
     except FileNotFoundError:
         raise BotError(f"{path}: no such file") from None
@@ -113,6 +146,34 @@ def _read_text(path: Path) -> str:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as exc:
             raise BotError(f"{path}: not a readable gzip file ({exc})") from None
+    if data[257:262] == b"ustar":  # a tar file (older Mastodon archives are .tar.gz)
+        return _tar_outbox(path, data)
+    return data
+
+
+def _zip_outbox(path: Path) -> bytes:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "outbox.json"]
+            if not names:
+                raise BotError(f"{path}: a zip file without an outbox.json (expected a Mastodon archive)")
+            return archive.read(min(names, key=len))  # the top-level one if there are several
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise BotError(f"{path}: not a readable zip file ({exc})") from None
+
+
+def _tar_outbox(path: Path, data: bytes) -> bytes:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            for member in archive:
+                if member.isfile() and member.name.rsplit("/", 1)[-1] == "outbox.json":
+                    return archive.extractfile(member).read()  # type: ignore[union-attr]
+    except tarfile.TarError as exc:
+        raise BotError(f"{path}: not a readable tar file ({exc})") from None
+    raise BotError(f"{path}: a tar file without an outbox.json (expected a Mastodon archive)")
+
+
+def _decode_text(path: Path, data: bytes) -> str:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -197,6 +258,194 @@ def _read_csv(path: Path, text: str) -> list[dict]:
     except csv.Error as exc:
         raise BotError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
     return posts
+
+
+# --- Bluesky: a repository export (CAR v1) -------------------------------------------------------
+def _is_car(data: bytes) -> bool:
+    """A CAR v1 file: a varint length, then a DAG-CBOR header map naming its `roots`."""
+    length, start = _varint(data)
+    header = data[start : start + length]
+    return 0 < length <= 4096 and len(header) == length and 0xA1 <= header[0] <= 0xA3 and b"roots" in header
+
+
+def _varint(data: bytes) -> tuple[int, int]:
+    """An unsigned LEB128 varint at the start of data: (value, bytes used); (0, 0) if none."""
+    value = 0
+    for index, byte in enumerate(data[:9]):
+        value |= (byte & 0x7F) << (7 * index)
+        if not byte & 0x80:
+            return value, index + 1
+    return 0, 0
+
+
+def _read_car(path: Path, data: bytes, include_replies: bool) -> list[dict]:
+    try:
+        car = CAR.from_bytes(data)
+    except (ValueError, AtProtocolError, RecursionError) as exc:
+        raise BotError(f"{path}: not a readable CAR file ({exc})") from None
+    commit = car.blocks.get(car.root)
+    if not isinstance(commit, dict) or not isinstance(commit.get("did"), str) or not isinstance(commit.get("data"), bytes):
+        raise BotError(f"{path}: not a Bluesky repository (the CAR file's root is not a commit with a did and data)")
+    did = commit["did"]
+    posts = []
+    for key, link in _mst_entries(path, car.blocks, commit["data"]):
+        collection, _, rkey = key.partition("/")
+        if collection != BSKY_POST:
+            continue  # likes, reposts, follows, the profile...
+        post = _bsky_post(path, did, rkey, _block(path, car.blocks, link, f"record {key}"), include_replies)
+        if post:
+            posts.append(post)
+    return posts
+
+
+def _block(path: Path, blocks: dict, link: object, what: str) -> object:
+    """The decoded block a CID link (raw bytes, as libipld gives links) points to."""
+    block = blocks.get(CID.from_decoded_bytes(link)) if isinstance(link, bytes) else None
+    if block is None:
+        raise BotError(f"{path}: {what} is missing from the CAR file (a partial or damaged export)")
+    return block
+
+
+def _mst_entries(path: Path, blocks: dict, root: bytes) -> Iterator[tuple[str, object]]:
+    """(key, record link) for every entry of the Merkle search tree, in key order.
+
+    A node is {"l": left subtree, "e": [{"p", "k", "v", "t"}, ...]}: each key is the node's
+    previous key's first p bytes + k; t is the subtree between it and the next entry. Walked
+    with a stack, not recursion, and each node once, so that no file can loop or overflow."""
+    stack: list[tuple[bytes | None, object]] = [(None, root)]  # (None, node link) or (key, record link)
+    seen: set[bytes] = set()
+    last = b""
+    while stack:
+        key, link = stack.pop()
+        if key is not None:
+            if key <= last:  # keys are unique and sorted: anything else is a damaged tree
+                raise BotError(f"{path}: the repository's tree is out of key order at {key!r} (a damaged export)")
+            last = key
+            yield key.decode("utf-8", "replace"), link
+        elif link is not None:
+            if not isinstance(link, bytes) or link in seen:
+                raise BotError(f"{path}: the repository's tree links a node twice (a damaged export)")
+            seen.add(link)
+            stack.extend(reversed(_mst_node(path, _block(path, blocks, link, "a tree node"))))
+
+
+def _mst_node(path: Path, node: object) -> list[tuple[bytes | None, object]]:
+    """A node's walk order: its left subtree, then each entry followed by its right subtree."""
+    if not isinstance(node, dict) or not isinstance(node.get("e"), list):
+        raise BotError(f"{path}: a tree node of the repository is not {{l, e}} (a damaged export)")
+    items: list[tuple[bytes | None, object]] = [(None, node.get("l"))]
+    key = b""
+    for entry in node["e"]:
+        if not (isinstance(entry, dict) and isinstance(entry.get("p"), int) and isinstance(entry.get("k"), bytes)
+                and 0 <= entry["p"] <= len(key)):
+            raise BotError(f"{path}: a tree entry of the repository is not {{p, k, v, t}} (a damaged export)")
+        key = key[: entry["p"]] + entry["k"]
+        items += [(key, entry.get("v")), (None, entry.get("t"))]
+    return items
+
+
+def _bsky_post(path: Path, did: str, rkey: str, record: object, include_replies: bool) -> dict | None:
+    """A post record as a post; None for one to leave out (a reply to others, no text)."""
+    where = f"record {BSKY_POST}/{rkey}"
+    if not isinstance(record, dict) or record.get("$type") != BSKY_POST:
+        raise BotError(f"{path}: {where} is not an {BSKY_POST} record")
+    if not isinstance(record.get("text"), str):
+        raise BotError(f"{path}: {where}: no text")
+    reply = record.get("reply")
+    if reply is not None and not include_replies and _bsky_parent_did(reply) != did:
+        return None  # a reply to someone else; one to the account itself continues a thread
+    if not record["text"].strip():
+        return None  # images or a quote alone: nothing to learn from
+    created = _date(record.get("createdAt"), path, where)
+    return _post(f"at://{did}/{BSKY_POST}/{rkey}", None, created, record["text"], "bluesky")
+
+
+def _bsky_parent_did(reply: object) -> str | None:
+    """The DID in a reply's parent URI, at://<did>/<collection>/<rkey>."""
+    parent = reply.get("parent") if isinstance(reply, dict) else None
+    uri = parent.get("uri") if isinstance(parent, dict) else None
+    if not isinstance(uri, str) or not uri.startswith("at://"):
+        return None
+    return uri[len("at://"):].split("/", 1)[0]
+
+
+# --- Mastodon: an archive's outbox.json ----------------------------------------------------------
+def _is_outbox(text: str) -> bool:
+    """An ActivityPub collection (JSON-LD, with an @context), not a line of JSON Lines."""
+    head = text[:4096]
+    return '"@context"' in head and ('"OrderedCollection"' in head or '"orderedItems"' in text)
+
+
+def _read_outbox(path: Path, text: str, include_replies: bool) -> list[dict]:
+    try:
+        collection = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BotError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    items = collection.get("orderedItems") if isinstance(collection, dict) else None
+    if not isinstance(items, list):
+        raise BotError(f"{path}: expected an ActivityPub outbox with an orderedItems list")
+    posts = []
+    for number, activity in enumerate(items, 1):
+        if not isinstance(activity, dict):
+            raise BotError(f"{path}: item {number}: not an activity object")
+        note = activity.get("object")
+        if activity.get("type") != "Create" or not isinstance(note, dict) or note.get("type") != "Note":
+            continue  # boosts (Announce), polls and whatever else is not a plain status
+        post = _mastodon_post(path, f"item {number}", activity, note, include_replies)
+        if post:
+            posts.append(post)
+    return posts
+
+
+def _mastodon_post(path: Path, where: str, activity: dict, note: dict, include_replies: bool) -> dict | None:
+    """A Note as a post; None for one to leave out (not public, a content warning, a reply
+    to others, no text)."""
+    audience = _as_list(note.get("to", activity.get("to"))) + _as_list(note.get("cc", activity.get("cc")))
+    if not AS_PUBLIC.intersection(audience):
+        return None  # followers-only or direct: never the account's public voice
+    if note.get("summary"):
+        return None  # behind a content warning
+    parent, actor = note.get("inReplyTo"), note.get("attributedTo", activity.get("actor"))
+    own = isinstance(parent, str) and isinstance(actor, str) and parent.startswith(actor.rstrip("/") + "/")
+    if parent and not include_replies and not own:
+        return None  # a reply to someone else; one to the account itself continues a thread
+    status_url, content = note.get("id"), note.get("content")
+    status_id = urlsplit(status_url).path.rstrip("/").rsplit("/", 1)[-1] if isinstance(status_url, str) else ""
+    if not status_id or not isinstance(content, str):
+        raise BotError(f"{path}: {where}: a Note without an id URL or content")
+    text = _html_text(content)
+    if not text:
+        return None  # media alone
+    return _post(status_id, None, _date(note.get("published"), path, where), text, "mastodon")
+
+
+def _as_list(value: object) -> list:
+    return value if isinstance(value, list) else [value] if value else []
+
+
+class _HtmlText(HTMLParser):
+    """Status HTML as the text its author typed: Mastodon wraps paragraphs in <p>, breaks
+    lines with <br>, and keeps a link's full address (partly in invisible spans) as its text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)  # entities unescaped in the text
+        self.parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "br":
+            self.parts.append("\n")
+        elif tag == "p" and self.parts:
+            self.parts.append("\n\n")  # a new paragraph: the blank line typed between them
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def _html_text(html: str) -> str:
+    parser = _HtmlText()
+    parser.feed(html)
+    parser.close()
+    return "".join(parser.parts).strip()
 
 
 # --- fields -------------------------------------------------------------------------------------
