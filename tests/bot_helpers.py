@@ -37,14 +37,18 @@ def build_tiny_base(path: Path) -> Path:
 
 
 def bot_env(sandbox_settings, data_dir: Path, base_model: Path, **extra: str) -> dict[str, str]:
-    """Environment for a bot subprocess talking to the sandbox, with short intervals."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWITTER_", "BOT_"))}
+    """Environment for a bot subprocess talking to the X sandbox (None: to no X), with
+    short intervals."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWITTER_", "BOT_", "BLUESKY_", "MASTODON_"))}
+    if sandbox_settings is not None:
+        env.update({
+            "TWITTER_CONSUMER_KEY": sandbox_settings.consumer_key,
+            "TWITTER_CONSUMER_SECRET": sandbox_settings.consumer_secret,
+            "TWITTER_ACCESS_TOKEN": sandbox_settings.access_token,
+            "TWITTER_ACCESS_TOKEN_SECRET": sandbox_settings.access_token_secret,
+            "TWITTER_API_BASE_URL": sandbox_settings.api_base_url,
+        })
     env.update({
-        "TWITTER_CONSUMER_KEY": sandbox_settings.consumer_key,
-        "TWITTER_CONSUMER_SECRET": sandbox_settings.consumer_secret,
-        "TWITTER_ACCESS_TOKEN": sandbox_settings.access_token,
-        "TWITTER_ACCESS_TOKEN_SECRET": sandbox_settings.access_token_secret,
-        "TWITTER_API_BASE_URL": sandbox_settings.api_base_url,
         "BOT_DATA_DIR": str(data_dir), "BOT_BASE_MODEL": str(base_model),
         "BOT_MAX_ATTEMPTS": "2", "BOT_LOOKUP_WINDOW": "3", "BOT_BACKOFF_BASE": "0.1", "BOT_BACKOFF_MAX": "0.5",
         "BOT_POST_JITTER": "0", "BOT_MENTIONS_INTERVAL": "1", "BOT_TRAIN_INTERVAL": "2",
