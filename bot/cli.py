@@ -21,15 +21,18 @@ from trainer.errors import TrainerError
 
 # --- sandbox / import (X client, store and ingest) ---
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    """Serve the local X-API-compatible sandbox until Ctrl-C or SIGTERM."""
-    from bot.sandbox.x import is_loopback, serve
+    """Serve the local X- or Mastodon-API-compatible sandbox until Ctrl-C or SIGTERM."""
+    from bot.sandbox import mastodon, x
+    from bot.settings import is_loopback
 
     # Its credentials are public, so serving it beyond this machine must be asked for.
     if not is_loopback(args.host) and not args.public:
         print(f"error: --host {args.host} is reachable from other machines; add --public to serve the "
               "sandbox (fixed, public credentials) there anyway", file=sys.stderr)
         return 2
-    return serve(port=args.port, host=args.host)
+    if args.platform == "mastodon":
+        return mastodon.serve(port=args.port if args.port is not None else 8081, host=args.host)
+    return x.serve(port=args.port if args.port is not None else 8080, host=args.host)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -330,7 +333,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run(settings)
     from bot.demo import run_demo
 
-    return run_demo(settings, port=args.port)
+    return run_demo(settings, platform=args.platform, port=args.port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -340,8 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # --- subcommands are registered here (one add_parser block per command) ---
-    p = sub.add_parser("sandbox", help="run the local X API sandbox (no X account needed)")
-    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0: any free port)")
+    p = sub.add_parser("sandbox", help="run a local X or Mastodon API sandbox (no account needed)")
+    p.add_argument("--platform", choices=("x", "mastodon"), default="x", help="which API it speaks (default x; "
+                   "Bluesky's own servers run locally instead: scripts/setup_bluesky.sh)")
+    p.add_argument("--port", type=int, default=None, help="port to listen on (default 8080 for X, 8081 for "
+                   "Mastodon; 0: any free port)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; "
                    "a non-loopback address needs --public)")
     p.add_argument("--public", action="store_true", help="allow a --host reachable from other machines")
@@ -429,7 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("run", help="run the bot until SIGTERM/Ctrl-C (--sandbox: the built-in demo)")
-    p.add_argument("--sandbox", action="store_true", help="start the local X API sandbox and run against it")
+    p.add_argument("--sandbox", action="store_true", help="start a local platform and run against it (the demo)")
+    p.add_argument("--platform", choices=PLATFORMS, default="x", help="the demo's platform with --sandbox: x and "
+                   "mastodon need nothing; bluesky needs scripts/setup_bluesky.sh (default x)")
     p.add_argument("--port", type=int, default=0, help="sandbox port with --sandbox (default: any free port)")
     data_dir(p)
     p.set_defaults(func=cmd_run)

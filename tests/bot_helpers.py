@@ -78,6 +78,14 @@ def kill9(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> float:
+    """SIGTERM; the daemon must exit 0 within `timeout`. Returns the seconds it took."""
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout) == 0
+    return time.monotonic() - t0
+
+
 def wait_for(what: str, check: Callable[[], object], timeout: float, proc: subprocess.Popen | None = None,
              log_path: Path | None = None) -> object:
     deadline = time.monotonic() + timeout

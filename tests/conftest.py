@@ -10,7 +10,7 @@ import pytest
 from bot.sandbox.x import Sandbox, start_sandbox
 from bot.store import Store
 from tests.bot_helpers import bot_env, tiny_base_path  # noqa: F401  (tiny_base_path is a fixture)
-from tests.mastodon_world import mastodon_world  # noqa: F401  (a fixture)
+from tests.worlds import bluesky_world, mastodon_world  # noqa: F401  (fixtures)
 from tests.trainer_helpers import shared_data
 
 

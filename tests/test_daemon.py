@@ -12,7 +12,7 @@ import pytest
 from bot.cli import main
 from bot.sandbox.x import BOT_USERNAME
 from bot.store import Store
-from tests.bot_helpers import bot_env, kill9, register_model, start_bot, tiny_base_path, wait_for  # noqa: F401
+from tests.bot_helpers import bot_env, kill9, register_model, start_bot, stop, tiny_base_path, wait_for  # noqa: F401
 
 TARGET = "realDonaldTrump"
 
@@ -20,13 +20,6 @@ TARGET = "realDonaldTrump"
 def own_posts(sandbox):
     posts = sandbox.posts_by(BOT_USERNAME)
     return [p for p in posts if p["in_reply_to_id"] is None], [p for p in posts if p["in_reply_to_id"]]
-
-
-def stop(proc, timeout: float = 10.0) -> float:
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout) == 0
-    return time.monotonic() - t0
 
 
 def test_end_to_end_add_fetch_finetune_post_reply(sandbox, env, tmp_path):

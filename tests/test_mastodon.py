@@ -35,7 +35,7 @@ from bot.sandbox.mastodon import (
     start_sandbox,
 )
 from bot.settings import Settings, is_loopback
-from tests.mastodon_world import mastodon_world  # noqa: F401  (a fixture)
+from tests.worlds import mastodon_world  # noqa: F401  (a fixture)
 
 TARGET = "targetacct"
 
