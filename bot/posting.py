@@ -193,7 +193,7 @@ def reconcile(bot: Bot) -> str:
     settled = []
     for e in pending:
         try:
-            found = bot.platform.find_own_post(e["text"], e.get("in_reply_to"))
+            found = bot.platform.find_own_post(e["text"], e.get("in_reply_to"), key=e["key"])
         except (AccessDenied, CredentialsRejected) as exc:
             found, why = None, f"the bot's timeline cannot be read ({exc})"
         except ApiError as exc:

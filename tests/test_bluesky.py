@@ -19,7 +19,7 @@ from bot.platforms.base import (
     RateLimited,
     ServiceUnavailable,
 )
-from bot.platforms.bluesky import SESSION_CURSOR, BlueskyClient, graphemes
+from bot.platforms.bluesky import SESSION_CURSOR, BlueskyClient, graphemes, tid_for
 from bot.settings import Settings
 from bot.store import Store
 from bot.sandbox.bluesky import SEED_POSTS, BlueskyWorld, seed_posts
@@ -363,3 +363,19 @@ def test_a_post_that_cannot_be_confirmed_is_given_up(world, settings, store):
     assert copies(world, text) == 1  # every retry reused the record key: it landed once
     assert sum(waits) >= settings.lookup_window
     c.close()
+
+
+def test_the_record_key_comes_from_the_slot_so_a_restart_finds_the_post_and_never_resends(world, settings, store):
+    key = store.record_bot_post({"kind": "post", "text": "x", "status": "intent"})
+    text = unique("Sent under the key of its slot")
+    first = BlueskyClient(settings, store, sleep=lambda s: None)
+    uri = first.post(text, key=key)
+    assert uri.rsplit("/", 1)[-1] == tid_for(key)
+    first.close()
+    again = BlueskyClient(settings, store, sleep=lambda s: None)  # a restarted daemon
+    # found by its key even when the text no longer compares (e.g. an edited record)
+    assert again.find_own_post("some other text", key=key) == uri
+    assert again.post(text, key=key) == uri  # sending it again under its key lands nothing new
+    assert copies(world, text) == 1
+    assert again.find_own_post("some other text", key=store.record_bot_post({"text": "y"})) is None
+    again.close()

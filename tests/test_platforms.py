@@ -9,6 +9,7 @@ The bot runs in this process (`Bot`, a real SQLite store) against real HTTP serv
 from __future__ import annotations
 
 import gzip
+import os
 import itertools
 import json
 import random
@@ -233,3 +234,26 @@ def test_kill_9_at_any_moment_never_posts_twice(world, ready, tmp_path, tiny_bas
     # a post the bot could not confirm is recorded "unknown" (given up, never resent); any other is known
     unknown = sum(e["status"] == "unknown" for e in records)
     assert len([p for p in posts if p["id"] not in known]) <= unknown
+
+
+def test_the_cli_adds_a_target_by_its_handle_on_any_platform(world, tmp_path, tiny_base_path, monkeypatch, capsys):
+    from bot.cli import main
+
+    for key in [k for k in os.environ if k.startswith(("TWITTER_", "BOT_", "BLUESKY_", "MASTODON_"))]:
+        monkeypatch.delenv(key)
+    for key, value in world_env(world, tmp_path / "data", tiny_base_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    platform = canonical(world.target)[0]
+    assert main(["targets", "add", world.target]) == 0
+    assert main(["targets", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [(r["platform"], r["handle"].lower()) for r in rows] == [(platform, canonical(world.target)[1].lower())]
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["platform"] == world.platform
+    # a handle of the wrong form for the platform asked for: one line, nothing added
+    assert main(["targets", "add", "no_dots_here", "--platform", "bluesky"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a Bluesky handle" in err
+    assert main(["targets", "add", "someone@nowhere.invalid", "--platform", "x"]) == 1
+    assert "not an X handle" in capsys.readouterr().err

@@ -126,8 +126,9 @@ class Platform(Protocol):
     def recent_own_posts(self, limit: int = 100) -> list[dict]:
         """The bot's newest posts, oldest first."""
 
-    def find_own_post(self, text: str, in_reply_to_id: str | None = None) -> str | None:
-        """The id of a recent post of the bot with this text (and parent), or None."""
+    def find_own_post(self, text: str, in_reply_to_id: str | None = None, key: str | None = None) -> str | None:
+        """The id of a recent post of the bot with this text (and parent), or None. `key`
+        names the record it was sent under (Bluesky finds a post by it)."""
 
     def post(self, text: str, key: str | None = None) -> str:
         """Post `text` as the bot; its id. `key` names the slot, for platforms that take an

@@ -15,8 +15,8 @@ bounded retries and the typed errors of bot/platforms/base.py, returning plain d
   answer, 5xx) the record is looked up by that key on the bot's own PDS (which does not lag):
   there: sent; not there: retried with the same key. When the tries run out after an
   unclear one and the record never shows up within `settings.lookup_window`:
-  OutcomeUnknown, never sent again. (Across processes the daemon's reconciliation uses
-  `find_own_post`; a new call picks a new key.)
+  OutcomeUnknown, never sent again. The key derives from the daemon's record of the slot
+  or mention (`tid_for`), so after a crash reconcile finds the post by its key.
 - No facets are ever created: generated text may contain "@name", and on Bluesky only a
   mention facet pings someone. No link facets either.
 - Reads (not creates) are retried on 5xx, timeouts and dropped connections, at most
@@ -262,8 +262,12 @@ class BlueskyClient:
                 break
         return out[::-1]
 
-    def find_own_post(self, text: str, in_reply_to_id: str | None = None) -> str | None:
-        """The URI of a recent post of the bot with this text (and parent), or None."""
+    def find_own_post(self, text: str, in_reply_to_id: str | None = None, key: str | None = None) -> str | None:
+        """The URI of a recent post of the bot with this text (and parent), or None. With the
+        `key` it was sent under, its record is looked up by that key first."""
+        if key is not None and (rkey := tid_for(key)) is not None:
+            if self._own_record(POST, rkey) is not None:
+                return f"at://{self.me()['id']}/{POST}/{rkey}"
         wanted = comparable(text)
         for post in reversed(self.recent_own_posts(limit=LOOKUP_POSTS)):
             if in_reply_to_id is not None and post["in_reply_to_id"] != in_reply_to_id:
@@ -274,13 +278,13 @@ class BlueskyClient:
 
     # --- writing --------------------------------------------------------------------------
     def post(self, text: str, key: str | None = None) -> str:
-        """Post `text` as the bot; the new post's URI. (`key` is not needed: the record key
-        picked for this call makes its retries safe.)"""
-        return self._create(text, None)
+        """Post `text` as the bot; the new post's URI. The record key comes from `key` (the
+        store's record of the slot), so the post can be sent and found under one key only."""
+        return self._create(text, None, key)
 
     def reply(self, text: str, in_reply_to_id: str, key: str | None = None) -> str:
         """Reply to post `in_reply_to_id` (an at:// URI) in its thread; the reply's URI."""
-        return self._create(text, in_reply_to_id)
+        return self._create(text, in_reply_to_id, key)
 
     def delete(self, post_id: str) -> bool:
         """Delete one of the bot's posts; False when it was already gone."""
@@ -294,13 +298,13 @@ class BlueskyClient:
             {"repo": did, "collection": collection, "rkey": rkey}))
         return True
 
-    def _create(self, text: str, in_reply_to_id: str | None) -> str:
+    def _create(self, text: str, in_reply_to_id: str | None, key: str | None = None) -> str:
         what = f"reply to {in_reply_to_id}" if in_reply_to_id else "post"
         me = self.me()
         record: dict[str, Any] = {"$type": POST, "text": text, "createdAt": _now_iso()}
         if in_reply_to_id:
             record["reply"] = self._reply_refs(in_reply_to_id)
-        rkey = new_tid()  # kept for every retry: a second create under it cannot land
+        rkey = (tid_for(key) if key else None) or new_tid()  # kept for every retry: a second create cannot land
         uri = f"at://{me['id']}/{POST}/{rkey}"
         data = {"repo": me["id"], "collection": POST, "rkey": rkey, "record": record, "validate": True}
         unclear: BaseException | None = None
@@ -687,6 +691,22 @@ def new_tid() -> str:
         value = (time.time_ns() // 1000) << 10 | random.getrandbits(10)
         value = max(value, _last_tid + 1)
         _last_tid = value
+    return _encode_tid(value)
+
+
+def tid_for(key: str) -> str | None:
+    """The TID of a store record key ("20261201T151200123456-1a2b3c4d": its recording time
+    and 10 bits of its random part), or None for a key of another form. The same record
+    always gets the same TID, so a post sent under it is found by it after a restart."""
+    match = re.fullmatch(r"(\d{8}T\d{12})-([0-9a-f]{8})", key)
+    if match is None:
+        return None
+    when = datetime.strptime(match[1], "%Y%m%dT%H%M%S%f").replace(tzinfo=timezone.utc)
+    value = (int(when.timestamp()) * 1_000_000 + when.microsecond) << 10 | (int(match[2], 16) & 1023)
+    return _encode_tid(value)
+
+
+def _encode_tid(value: int) -> str:
     out = ""
     for _ in range(13):
         out = _TID_ALPHABET[value & 31] + out

@@ -441,7 +441,7 @@ class MastodonClient:
             max_id = str(page[-1]["id"])
         return out[:limit][::-1]
 
-    def find_own_post(self, text: str, in_reply_to_id: str | None = None) -> str | None:
+    def find_own_post(self, text: str, in_reply_to_id: str | None = None, key: str | None = None) -> str | None:
         """The id of a recent status of the bot with this text (and parent), or None.
         Compared as the server shows text: HTML stripped, entities decoded, links whole,
         leading mentions (the one a reply puts in front) not counted."""

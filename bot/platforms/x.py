@@ -301,7 +301,7 @@ class XClient:
             })
         return out[::-1]
 
-    def find_own_post(self, text: str, in_reply_to_id: str | None = None) -> str | None:
+    def find_own_post(self, text: str, in_reply_to_id: str | None = None, key: str | None = None) -> str | None:
         """The id of a recent post of the bot with this text (and parent), or None.
 
         Compared as X changes text (see `comparable`): links, HTML escaping, Unicode
