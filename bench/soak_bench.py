@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bot.sandbox.x import BOT_USER_ID, BOT_USERNAME, KNOWN_USER_IDS, start_sandbox  # noqa: E402
-from bot.platforms.x import comparable  # noqa: E402
+from bot.platforms.text import comparable  # noqa: E402
 from tests.bot_helpers import bot_env, build_tiny_base, kill9, start_bot  # noqa: E402
 
 TARGET = "realDonaldTrump"

@@ -31,7 +31,6 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -40,6 +39,7 @@ from atproto_core.cid import CID
 from atproto_core.exceptions import AtProtocolError
 
 from bot.errors import BotError
+from bot.platforms.text import html_to_text
 from bot.store import Store, canonical_handle
 from trainer.text import is_retweet
 
@@ -413,7 +413,7 @@ def _mastodon_post(path: Path, where: str, activity: dict, note: dict, include_r
     status_id = urlsplit(status_url).path.rstrip("/").rsplit("/", 1)[-1] if isinstance(status_url, str) else ""
     if not status_id or not isinstance(content, str):
         raise BotError(f"{path}: {where}: a Note without an id URL or content")
-    text = _html_text(content)
+    text = html_to_text(content)
     if not text:
         return None  # media alone
     return _post(status_id, None, _date(note.get("published"), path, where), text, "mastodon")
@@ -421,31 +421,6 @@ def _mastodon_post(path: Path, where: str, activity: dict, note: dict, include_r
 
 def _as_list(value: object) -> list:
     return value if isinstance(value, list) else [value] if value else []
-
-
-class _HtmlText(HTMLParser):
-    """Status HTML as the text its author typed: Mastodon wraps paragraphs in <p>, breaks
-    lines with <br>, and keeps a link's full address (partly in invisible spans) as its text."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)  # entities unescaped in the text
-        self.parts: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "br":
-            self.parts.append("\n")
-        elif tag == "p" and self.parts:
-            self.parts.append("\n\n")  # a new paragraph: the blank line typed between them
-
-    def handle_data(self, data: str) -> None:
-        self.parts.append(data)
-
-
-def _html_text(html: str) -> str:
-    parser = _HtmlText()
-    parser.feed(html)
-    parser.close()
-    return "".join(parser.parts).strip()
 
 
 # --- fields -------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from bot.platforms.base import (
     RateLimited,
     ServiceUnavailable,
 )
-from bot.platforms.mastodon import MastodonClient, home_server, html_to_text, status_length
+from bot.platforms.mastodon import MastodonClient, home_server, status_length
+from bot.platforms.text import html_to_text
 from bot.sandbox.mastodon import (
     BOT_USERNAME,
     FAN_ACCESS_TOKEN,

@@ -26,7 +26,7 @@ from bot.sandbox.x import (
     start_sandbox,
 )
 from bot.settings import Settings
-from bot.platforms.x import (
+from bot.platforms.base import (
     AccessDenied,
     AccountUnavailable,
     CredentialsMissing,
@@ -36,9 +36,9 @@ from bot.platforms.x import (
     PostRefused,
     RateLimited,
     ServiceUnavailable,
-    XClient,
-    comparable,
 )
+from bot.platforms.text import comparable
+from bot.platforms.x import XClient
 
 TIMELINE = "/2/users/25073877/tweets"  # realDonaldTrump's timeline in the sandbox
 ATTEMPTS = 4

@@ -30,9 +30,13 @@ The error model (what the caller does with each):
 """
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from bot.errors import BotError
+
+log = logging.getLogger("bot.platforms")
 
 PLATFORMS = ("x", "bluesky", "mastodon")
 PLATFORM_NAMES = {"x": "X", "bluesky": "Bluesky", "mastodon": "Mastodon"}
@@ -145,3 +149,31 @@ class Platform(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+def look_for_lost_post(find: Callable[[], str | None], *, what: str, cause: str, place: str, window: float,
+                       sleep: Callable[[float], None]) -> str:
+    """The id of a post whose answer was lost: `find()` (None: not there) tried over
+    `window` seconds with doubling waits, because timelines lag. OutcomeUnknown when it
+    never shows up or `place` (the bot's own posts) cannot be read: never send it again."""
+    waited, wait = 0.0, 1.0  # counted, not clocked: a test's sleep records instead of waiting
+    why = f"it did not show up in {place}"
+    while True:
+        try:
+            landed = find()
+        except (AccessDenied, CredentialsRejected, AccountUnavailable) as exc:
+            why = f"{place} cannot be read ({exc})"
+            break
+        except ApiError as exc:
+            landed, why = None, f"looking for it failed ({exc})"
+        if landed:
+            log.info("the %s landed as %s despite the lost answer", what, landed)
+            return landed
+        left = window - waited
+        if left <= 0:
+            break
+        sleep(min(wait, left))
+        waited += min(wait, left)
+        wait *= 2
+    raise OutcomeUnknown(f"the {what} may or may not have been sent ({cause}); {why} within {window:g} s, "
+                         "so it is given up, never sent again")

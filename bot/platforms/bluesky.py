@@ -52,12 +52,12 @@ from bot.platforms.base import (
     ApiError,
     CredentialsMissing,
     CredentialsRejected,
-    OutcomeUnknown,
     PostRefused,
     RateLimited,
     ServiceUnavailable,
+    look_for_lost_post,
 )
-from bot.platforms.x import comparable
+from bot.platforms.text import comparable
 from bot.settings import Settings, is_loopback
 
 try:  # exact extended grapheme clusters when available
@@ -334,27 +334,9 @@ class BlueskyClient:
             raise error from None
         if unclear is None:
             raise self._translate(exc, what) from None
-        return self._find_unclear(uri, rkey, what, unclear)
-
-    def _find_unclear(self, uri: str, rkey: str, what: str, cause: BaseException) -> str:
-        """The post's URI if its record shows up within the look-up window; else OutcomeUnknown."""
-        waited, wait = 0.0, 1.0
-        why = "its record is not on the bot's PDS"
-        while True:
-            try:
-                if self._own_record(POST, rkey) is not None:
-                    log.info("the %s landed as %s despite the lost answer", what, uri)
-                    return uri
-            except ApiError as exc:
-                why = f"looking for it failed ({exc})"
-            left = self.settings.lookup_window - waited
-            if left <= 0:
-                break
-            self._sleep(min(wait, left))
-            waited += min(wait, left)
-            wait *= 2
-        raise OutcomeUnknown(f"the {what} may or may not have been sent ({_short(cause)}); {why} within "
-                             f"{self.settings.lookup_window:g} s, so it is given up, never sent again")
+        return look_for_lost_post(lambda: uri if self._own_record(POST, rkey) is not None else None, what=what,
+                                  cause=_short(unclear), place="the bot's repository",
+                                  window=self.settings.lookup_window, sleep=self._sleep)
 
     def _reply_refs(self, parent_uri: str) -> dict:
         """{root, parent} strong refs for a reply to `parent_uri` (its root is the parent's own)."""

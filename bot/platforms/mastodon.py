@@ -42,7 +42,6 @@ import unicodedata
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
-from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,12 +64,12 @@ from bot.platforms.base import (
     ApiError,
     CredentialsMissing,
     CredentialsRejected,
-    OutcomeUnknown,
     PostRefused,
     RateLimited,
     ServiceUnavailable,
+    look_for_lost_post,
 )
-from bot.platforms.x import comparable
+from bot.platforms.text import comparable, html_to_text
 from bot.settings import Settings, is_loopback
 
 log = logging.getLogger(__name__)
@@ -114,40 +113,6 @@ def home_server(acct: str, settings: Settings) -> tuple[str, str]:
 
 
 # --- text -------------------------------------------------------------------------------------
-class _TextOfHtml(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.between_paragraphs = False  # markup whitespace there is no text
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "br":
-            self.parts.append("\n")
-        elif tag == "p" and self.parts:
-            self.parts.append("\n\n")
-        self.between_paragraphs = False
-
-    def handle_endtag(self, tag: str) -> None:
-        self.between_paragraphs = tag == "p"
-
-    def handle_data(self, data: str) -> None:
-        if not (self.between_paragraphs and not data.strip()):
-            self.parts.append(data)
-
-
-def html_to_text(content: str) -> str:
-    """A status' HTML as the text its author wrote: <br> a line break, a new paragraph a
-    blank line, entities decoded, and every link's visible and invisible parts joined (so
-    a shortened link is whole again and a mention link is "@name")."""
-    if not content:
-        return ""
-    parser = _TextOfHtml()
-    parser.feed(content)
-    parser.close()
-    text = "".join(parser.parts)
-    return "\n".join(line.rstrip() for line in text.strip().split("\n"))
-
-
 def status_length(text: str, spoiler_text: str = "", url_length: int = DEFAULT_URL_LENGTH) -> int:
     """Characters a status counts towards the server's limit: each link `url_length`,
     "@name@server" as "@name", combining marks nothing; the content warning counts too."""
@@ -533,38 +498,15 @@ class MastodonClient:
         except ApiError as exc:
             if unclear:
                 # one try may have landed: look for it rather than report "not sent"
-                return self._find_unclear(text, in_reply_to_id, what, exc)
+                return look_for_lost_post(lambda: self.find_own_post(text, in_reply_to_id), what=what,
+                                          cause=str(exc), place="the bot's statuses",
+                                          window=self.settings.lookup_window, sleep=self._sleep)
             if exc.status in (404, 422) and not isinstance(exc, (AccessDenied, CredentialsRejected)):
                 raise PostRefused(str(exc), status=exc.status) from None
             raise
         status_id = str(status["id"])
         log.info("posted %s%s", status_id, f" in reply to {in_reply_to_id}" if in_reply_to_id else "")
         return status_id
-
-    def _find_unclear(self, text: str, in_reply_to_id: str | None, what: str, cause: ApiError) -> str:
-        """The id of a status whose every try ended unclear, looked for over the look-up
-        window; OutcomeUnknown if it does not show up or cannot be looked for."""
-        waited, wait = 0.0, 1.0  # counted, not clocked: a test's sleep records instead of waiting
-        why = "it did not show up among the bot's statuses"
-        while True:
-            try:
-                landed = self.find_own_post(text, in_reply_to_id)
-            except (AccessDenied, CredentialsRejected, AccountUnavailable) as exc:
-                why = f"the bot's statuses cannot be read ({exc})"
-                break
-            except ApiError as exc:
-                landed, why = None, f"looking for it failed ({exc})"
-            if landed:
-                log.info("the %s landed as status %s despite the lost answers", what, landed)
-                return landed
-            left = self.settings.lookup_window - waited
-            if left <= 0:
-                break
-            self._sleep(min(wait, left))
-            waited += min(wait, left)
-            wait *= 2
-        raise OutcomeUnknown(f"the {what} may or may not have been sent ({cause}); {why} within "
-                             f"{self.settings.lookup_window:g} s, so it is given up, never sent again")
 
     # --- plumbing ---------------------------------------------------------------------------
     def _need_token(self, what: str) -> None:

@@ -23,11 +23,9 @@ and typed errors, returning plain dicts.
 """
 from __future__ import annotations
 
-import html
 import logging
 import re
 import time
-import unicodedata
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -47,13 +45,14 @@ from bot.platforms.base import (
     CredentialsMissing,
     CredentialsRejected,
     DuplicatePost,
-    OutcomeUnknown,
     PostRefused,
     RateLimited,
     ServiceUnavailable,
+    look_for_lost_post,
 )
+from bot.platforms.text import comparable
 from bot.settings import Settings, is_loopback
-from trainer.text import LINK_RE, MAX_WEIGHTED_LENGTH, has_link, is_retweet, weighted_length
+from trainer.text import MAX_WEIGHTED_LENGTH, has_link, is_retweet, weighted_length
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +344,10 @@ class XClient:
                 if _never_sent(exc):
                     raise  # retried: nothing reached X
                 log.warning("X API: the %s may have been sent (%s); looking for it", what, _short(exc))
-                return {"data": {"id": self._find_unclear(text, in_reply_to_id, what, exc)}}
+                found = look_for_lost_post(lambda: self.find_own_post(text, in_reply_to_id), what=what,
+                                           cause=_short(exc), place="the bot's timeline",
+                                           window=self.settings.lookup_window, sleep=self._sleep)
+                return {"data": {"id": found}}
 
         try:
             answer = self._call(what, attempt, user_context=True)
@@ -361,33 +363,6 @@ class XClient:
         post_id = str(answer["data"]["id"])
         log.info("posted %s%s", post_id, f" in reply to {in_reply_to_id}" if in_reply_to_id else "")
         return post_id
-
-    def _find_unclear(self, text: str, in_reply_to_id: str | None, what: str, cause: BaseException) -> str:
-        """The id of a post whose answer was lost, looked for over the look-up window
-        (timelines lag); OutcomeUnknown if it does not show up or cannot be looked for."""
-        waited, wait = 0.0, 1.0  # counted, not clocked: a test's sleep records instead of waiting
-        why = "it did not show up on the bot's timeline"
-        while True:
-            try:
-                landed = self.find_own_post(text, in_reply_to_id)
-            except (AccessDenied, CredentialsRejected, AccountUnavailable) as exc:
-                why = f"the bot's timeline cannot be read ({exc})"
-                break
-            except ApiError as exc:
-                landed, why = None, f"looking for it failed ({exc})"
-            if landed:
-                log.info("the %s landed as post %s despite the lost answer", what, landed)
-                return landed
-            left = self.settings.lookup_window - waited
-            if left <= 0:
-                break
-            self._sleep(min(wait, left))
-            waited += min(wait, left)
-            wait *= 2
-        raise OutcomeUnknown(
-            f"the {what} may or may not have been sent ({_short(cause)}); {why} within "
-            f"{self.settings.lookup_window:g} s, so it is given up, never sent again"
-        )
 
     # --- plumbing ---------------------------------------------------------------------------
     def _need_user_context(self, what: str) -> None:
@@ -567,15 +542,3 @@ def _never_sent(exc: BaseException) -> bool:
 # X's 403 bodies that are about the post replied to, not about the bot's permissions
 _ABOUT_THE_POST_RE = re.compile(r"deleted or not visible|reply to this conversation|not allowed to reply|"
                                 r"not visible to you|has been deleted", re.IGNORECASE)
-_WWW_RE = re.compile(r"\bwww\.\S+")
-
-
-def comparable(text: str, reply: bool = False) -> str:
-    """`text` as it can be compared with what X serves back: HTML entities decoded,
-    Unicode NFC, every link (X's t.co, a URL, a bare domain) one token, whitespace
-    collapsed, and for a reply the leading @handles X puts in front dropped."""
-    text = unicodedata.normalize("NFC", html.unescape(text))
-    text = LINK_RE.sub("<link>", _WWW_RE.sub("<link>", text))
-    if reply:
-        text = re.sub(r"^(@\w+\s+)+", "", text)
-    return " ".join(text.split())
