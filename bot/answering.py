@@ -9,8 +9,7 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from bot import replies
-from bot import clock
+from bot import clock, replies
 from bot.errors import Stopping
 from bot.posting import DONE, SETTLED, Outcome
 from bot.store import parse_time
@@ -43,7 +42,7 @@ def answer_mentions(bot: Bot, dry_run: bool = False) -> str:
     names = tuple(t["handle"] for t in targets)
     rules = replies.ReplyRules(
         bot_user_id=me["id"], bot_username=me["username"], targets=names,
-        with_model=frozenset(n.lower() for n in names if bot.store.model_info(n)),
+        with_model=frozenset(n.lower() for n in names if bot.store.model_info(n) and bot.store.post_count(n)),
         default_target=bot.settings.default_target or (names[0] if names else None),
         budget_per_hour=bot.settings.reply_budget, max_depth=bot.settings.reply_max_depth,
         backlog_seconds=bot.settings.reply_backlog, blocklist=bot.settings.blocklist,

@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from bot import backoff, training
-from bot import clock
+from bot import backoff, clock, slots, training
 from bot.costs import SpendCapReached
 from bot.errors import BotError, Stopping
 from bot.platforms.base import AccessDenied, ApiError
@@ -76,6 +75,8 @@ def train_one(bot: Bot) -> str:
             failed.append(f"@{name} failed (next try {clock.iso(until)})")
             continue
         backoff.note_success(bot.store, "train", name)
+        if r["replaced"]:
+            slots.hurry_due_slot(bot)  # a slot that waited for this model posts now
         verdict = "registered" if r["replaced"] else "rejected (worse than the current model)"
         return "; ".join(failed + [f"@{r['handle']} model v{r['version']} {verdict}: held-out "
                                    f"{r['heldout_bits_per_char']} bits/char in {r['train_seconds']} s"])

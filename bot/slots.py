@@ -56,6 +56,14 @@ def schedule_slot(bot: Bot, slot: datetime, run_at: datetime | None = None) -> N
     log.info("next scheduled post: %s", slot.astimezone(bot.tz).strftime("%Y-%m-%d %H:%M:%S %Z"))
 
 
+def hurry_due_slot(bot: Bot) -> None:
+    """A slot that is due but waits (for a model, say) runs now, not at its next retry."""
+    stored = bot.store.get_cursor(SLOT_CURSOR)
+    job = bot.scheduler.get_job("post") if bot.scheduler is not None else None
+    if stored and job is not None and parse_time(stored) <= clock.now():
+        bot.scheduler.modify_job("post", next_run_time=clock.now())
+
+
 def post_slot(bot: Bot, slot: datetime) -> str:
     ticked = time.monotonic()
     name = clock.iso(slot)

@@ -241,6 +241,21 @@ def test_the_schedule_survives_a_failing_job_and_late_polls_still_run(bot):
     assert bot.store.jobs()["post"]["slot"] == bot.store.get_cursor("next_slot")  # the same slot, resumed
 
 
+def test_a_due_slot_that_waits_for_a_model_runs_as_soon_as_one_is_registered(bot):
+    from bot import slots
+
+    due = datetime.now(timezone.utc) - timedelta(seconds=5)
+    bot.store.set_cursor("next_slot", due.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    bot.schedule_slot(due, run_at=datetime.now(timezone.utc) + timedelta(seconds=15))  # its next retry
+    slots.hurry_due_slot(bot)  # what a registered model does
+    assert bot.scheduler.get_job("post").next_run_time <= datetime.now(timezone.utc)
+    later = datetime.now(timezone.utc) + timedelta(hours=1)  # a slot not due yet keeps its time
+    bot.store.set_cursor("next_slot", later.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    bot.schedule_slot(later)
+    slots.hurry_due_slot(bot)
+    assert bot.scheduler.get_job("post").next_run_time >= later - timedelta(seconds=1)
+
+
 def test_quiet_hours_are_checked_when_sending_and_defer_to_the_windows_end(ready, sandbox):
     started = datetime.now(timezone.utc)
     hour = started.hour

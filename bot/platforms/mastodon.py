@@ -331,7 +331,7 @@ class MastodonClient:
             page = self._call("read the bot's mentions", self._api.notifications, types=["mention"],
                               since_id=str(since) if since is not None else None, max_id=max_id,
                               limit=NOTIFICATIONS_PAGE)
-            done = not page
+            done = len(page or []) < NOTIFICATIONS_PAGE  # a short page is the last: no empty one after it
             for notification in page or []:
                 if since is not None and int(notification["id"]) <= since:
                     done = True
