@@ -37,29 +37,23 @@ bot posted and the requests made.
 from __future__ import annotations
 
 import bisect
-import gzip
 import hashlib
 import html
 import json
-import logging
 import re
-import signal
-import socket
 import threading
 import time
 import unicodedata
-from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode
 
+from bot.sandbox.common import (Answer, Fault, RateWindows, Reply, SandboxHandle, SandboxHandler, SandboxServer,
+                                 World, iso_to_ms, match_route, open_server, read_jsonl, run_in_thread,
+                                 serve_until_stopped)
 from bot.settings import Settings, is_loopback
-
-log = logging.getLogger(__name__)
 
 # --- fixed sandbox identities (fake, public on purpose) ----------------------------------
 BOT_USERNAME = "xmimic_bot"
@@ -142,32 +136,13 @@ def _graphemes(text: str) -> int:
 
 
 # --- the server's state ----------------------------------------------------------------------
-class _Reply(Exception):
-    """Raised inside a route to answer at once with this status, body and headers."""
-
-    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None):
-        super().__init__(status)
-        self.status, self.body, self.headers = status, body, headers or {}
-
-
-@dataclass
-class Fault:
-    kind: str
-    count: int = 1
-    method: str | None = None
-    path: str | None = None  # a prefix of the request path, e.g. "/api/v1/statuses"
-    reset_in: float | None = None  # 429: X-RateLimit-Reset this many seconds ahead; None: no header
-    delay: float = 1.0  # slow: seconds the answer is held back (after the work is done)
-
-    def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method) and (self.path is None or path.startswith(self.path))
-
-
-class _World:
+class _World(World):
     """Accounts, statuses, notifications, faults and rate windows; every access holds `lock`."""
 
+    fault_kinds = FAULT_KINDS
+
     def __init__(self, domain: str) -> None:
-        self.lock = threading.RLock()
+        super().__init__()
         self.domain = domain  # host[:port], as the accounts' URLs and remote mentions name it
         self.accounts: dict[str, dict] = {}
         self.by_acct: dict[str, str] = {}  # lowercase acct ("name", or "name@domain" if remote) -> id
@@ -176,9 +151,7 @@ class _World:
         self.notifications: list[dict] = []  # ascending ids
         self.tokens: dict[str, tuple[str, frozenset[str]]] = {}  # token -> (account id, scopes)
         self.idempotency: dict[tuple[str, str], tuple[str, float]] = {}  # (account, key) -> (status, until)
-        self.faults: list[Fault] = []
-        self.windows: dict[str, list[float]] = {}  # caller -> [reset epoch, remaining]
-        self.log: deque[tuple[str, str, int]] = deque(maxlen=100000)
+        self.windows = RateWindows()  # keyed by caller: token's account, or "ip:" and the address
         self._last_status_id = 0
         self._last_notification_id = 1000
         self._last_account_id = 109_000_000_000_000_000
@@ -225,7 +198,7 @@ class _World:
     def add_status(self, author: dict, text: str, *, created_at: str | None = None, visibility: str = "public",
                    spoiler_text: str = "", in_reply_to: dict | None = None, reply_to_account_id: str | None = None,
                    reblog_of: dict | None = None, content: str | None = None, notify: bool = True) -> dict:
-        when_ms = _iso_to_ms(created_at) if created_at else None
+        when_ms = iso_to_ms(created_at) if created_at else None
         status_id = self.new_status_id(when_ms)
         mentioned = [] if reblog_of else self._mentioned(text)
         if in_reply_to is not None:
@@ -330,30 +303,20 @@ class _World:
         return chain[::-1]
 
     # faults and limits -----------------------------------------------------------------------
-    def take_fault(self, method: str, path: str) -> Fault | None:
-        for fault in self.faults:
-            if fault.kind == "read_only" and method == "GET":
-                continue  # the lost scope shows on writes only
-            if fault.matches(method, path):
-                fault.count -= 1
-                if fault.count <= 0:
-                    self.faults.remove(fault)
-                return fault
-        return None
+    def fault_applies(self, fault: Fault, method: str, path: str) -> bool:
+        if fault.kind == "read_only" and method == "GET":
+            return False  # the lost scope shows on writes only
+        return fault.matches(method, path)
 
     def spend(self, caller: str) -> dict[str, str]:
-        """Count one request: the X-RateLimit-* headers, or _Reply(429) once the window is spent."""
-        now = time.time()
-        window = self.windows.get(caller)
-        if window is None or now >= window[0]:
-            # Mastodon's windows are aligned to the clock (every 5 minutes)
-            window = self.windows[caller] = [float((int(now) // RATE_WINDOW_S + 1) * RATE_WINDOW_S), float(RATE_LIMIT)]
-        headers = {"X-RateLimit-Limit": str(RATE_LIMIT), "X-RateLimit-Reset": _epoch_to_iso(window[0])}
-        if window[1] <= 0:
-            headers["X-RateLimit-Remaining"] = "0"
-            raise _Reply(429, TOO_MANY, headers)
-        window[1] -= 1
-        headers["X-RateLimit-Remaining"] = str(int(window[1]))
+        """Count one request: the X-RateLimit-* headers, or Reply(429) once the window is spent."""
+        # Mastodon's windows are aligned to the clock (every 5 minutes)
+        reset, remaining = self.windows.spend(
+            caller, RATE_LIMIT, lambda now: float((int(now) // RATE_WINDOW_S + 1) * RATE_WINDOW_S))
+        headers = {"X-RateLimit-Limit": str(RATE_LIMIT), "X-RateLimit-Reset": _epoch_to_iso(reset),
+                   "X-RateLimit-Remaining": str(max(remaining, 0))}
+        if remaining < 0:
+            raise Reply(429, TOO_MANY, headers)
         return headers
 
 
@@ -465,21 +428,15 @@ def _instance_v2(world: _World) -> dict:
 
 
 # --- HTTP ------------------------------------------------------------------------------------
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(SandboxServer):
+    label = "mastodon sandbox"
 
     def __init__(self, address: tuple[str, int], world_domain: str | None = None):
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+        # the world's domain is the address bound, which port 0 leaves to the system
         host, port = self.server_address[:2]
         host = f"[{host}]" if ":" in host else host
-        self.world = _World(world_domain or f"{host}:{port}")
-        self.closing = threading.Event()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("mastodon sandbox: error while answering %s", client_address, exc_info=True)
+        self.world: _World = _World(world_domain or f"{host}:{port}")
 
 
 _ID = r"(?P<id>\d+)"
@@ -501,109 +458,44 @@ WRITES = {"update_credentials", "create_status", "delete_status"}
 NEEDS_TOKEN = WRITES | {"verify_credentials", "notifications"}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(SandboxHandler):
     server: _Server
     server_version = "xmimic-mastodon-sandbox"
+    route_not_found = ROUTE_NOT_FOUND
+    server_error = admin_error = SERVER_ERROR
+    passive_faults = ("slow", "lost", "read_only")  # read_only: refused by the scope check, in _api
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib's name)
-        log.debug("mastodon sandbox: " + format, *args)
-
-    def do_GET(self) -> None:  # noqa: N802 (stdlib's names)
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch("POST")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._dispatch("DELETE")
-
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:  # noqa: N802 (stdlib's names)
         self._dispatch("PATCH")
 
     def do_PUT(self) -> None:  # noqa: N802
         self._dispatch("PUT")
 
-    def _dispatch(self, method: str) -> None:
-        world = self.server.world
-        parts = urlsplit(self.path)
-        path = parts.path.rstrip("/") or "/"  # Mastodon.py asks for /api/v1/instance/
-        query = parse_qs(parts.query, keep_blank_values=True)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if path.startswith("/sandbox/"):
-            # Only this machine may steer the sandbox: to anyone else the routes do not exist.
-            if not is_loopback(str(self.client_address[0])):
-                self._send(404, ROUTE_NOT_FOUND, {})
-                return
-            self._send(*self._guarded(lambda: _admin(world, method, path, query, raw)))
-            return
-        with world.lock:
-            fault = world.take_fault(method, path)
-        if fault is not None and fault.kind == "disconnect":
-            self._drop(method, path)  # before any work: nothing happened
-            return
-        if fault is not None and fault.kind not in ("slow", "lost", "read_only"):
-            status, payload, headers = _fault_reply(fault)
-        else:
-            status, payload, headers = self._guarded(lambda: self._api(method, path, query, raw, fault))
-        if fault is not None and fault.kind == "lost":
-            self._drop(method, path)  # after the work: done, but the client cannot know
-            return
-        with world.lock:
-            world.log.append((method, path, status))
-        if fault is not None and fault.kind == "slow":
-            self.server.closing.wait(fault.delay)
-        self._send(status, payload, headers)
+    def _fault_reply(self, fault: Fault) -> Answer:
+        return _fault_reply(fault)
 
-    def _guarded(self, answer: Any) -> tuple[int, Any, dict]:
-        try:
-            return answer()
-        except _Reply as reply:
-            return reply.status, reply.body, reply.headers
-        except Exception:  # a bug in the sandbox must still answer, as a 500
-            log.exception("mastodon sandbox: internal error on %s", self.path)
-            return 500, SERVER_ERROR, {}
-
-    def _drop(self, method: str, path: str) -> None:
-        """Close the connection without a byte of answer (the client sees it drop)."""
-        with self.server.world.lock:
-            self.server.world.log.append((method, path, 0))
-        self.close_connection = True
-
-    def _send(self, status: int, payload: Any, headers: dict[str, str]) -> None:
-        data = b"" if payload is None else json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up waiting
+    def _admin(self, method: str, path: str, query: dict[str, list[str]], request: dict) -> tuple[int, Any] | None:
+        return _admin(self.server.world, method, path, query, request)
 
     # the API -------------------------------------------------------------------------------
     def _api(self, method: str, path: str, query: dict[str, list[str]], raw: bytes,
-             fault: Fault | None) -> tuple[int, Any, dict]:
-        for route_method, pattern, name in ROUTES:
-            match = pattern.fullmatch(path)
-            if match and route_method == method:
-                break
-        else:
-            raise _Reply(404, ROUTE_NOT_FOUND)
+             fault: Fault | None) -> Answer:
+        route = match_route(ROUTES, method, path)
+        if route is None:
+            raise Reply(404, ROUTE_NOT_FOUND)
+        name, match = route
         world = self.server.world
         with world.lock:
             viewer, scopes = self._authenticate()
             headers = world.spend(viewer or f"ip:{self.client_address[0]}")
             try:
                 if name in NEEDS_TOKEN and viewer is None:
-                    raise _Reply(401, TOKEN_INVALID)
+                    raise Reply(401, TOKEN_INVALID)
                 if name in WRITES and ("write" not in scopes or (fault is not None and fault.kind == "read_only")):
-                    raise _Reply(403, OUTSIDE_SCOPES)
+                    raise Reply(403, OUTSIDE_SCOPES)
                 params = {**_flatten(query), **self._body(raw)}
                 status, payload, extra = getattr(self, "_r_" + name)(viewer=viewer, params=params, **match.groupdict())
-            except _Reply as reply:
+            except Reply as reply:
                 reply.headers = {**headers, **reply.headers}
                 raise
         return status, payload, {**headers, **extra}
@@ -615,7 +507,7 @@ class _Handler(BaseHTTPRequestHandler):
         token = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
         found = self.server.world.tokens.get(token or "")
         if found is None:
-            raise _Reply(401, TOKEN_INVALID)
+            raise Reply(401, TOKEN_INVALID)
         return found
 
     def _body(self, raw: bytes) -> dict[str, Any]:
@@ -631,8 +523,8 @@ class _Handler(BaseHTTPRequestHandler):
             if kind in ("application/x-www-form-urlencoded", ""):
                 return _flatten(parse_qs(raw.decode("utf-8"), keep_blank_values=True))
         except (ValueError, UnicodeDecodeError):
-            raise _Reply(400, {"error": "Error occurred while parsing request parameters"}) from None
-        raise _Reply(422, {"error": f"Unsupported content type {kind}"})
+            raise Reply(400, {"error": "Error occurred while parsing request parameters"}) from None
+        raise Reply(422, {"error": f"Unsupported content type {kind}"})
 
     # routes --------------------------------------------------------------------------------
     def _r_instance_v1(self, **_: Any) -> tuple[int, Any, dict]:
@@ -661,22 +553,22 @@ class _Handler(BaseHTTPRequestHandler):
         world = self.server.world
         account = world.account_named(str(params.get("acct", "")))
         if account is None:
-            raise _Reply(404, NOT_FOUND)
+            raise Reply(404, NOT_FOUND)
         return 200, _account_json(world, account), {}
 
     def _r_account(self, id: str, **_: Any) -> tuple[int, Any, dict]:  # noqa: A002
         world = self.server.world
         if id not in world.accounts:
-            raise _Reply(404, NOT_FOUND)
+            raise Reply(404, NOT_FOUND)
         return 200, _account_json(world, world.accounts[id]), {}
 
     def _r_account_statuses(self, viewer: str | None, params: dict, id: str, **_: Any) -> tuple[int, Any, dict]:  # noqa: A002
         world = self.server.world
         account = world.accounts.get(id)
         if account is None:
-            raise _Reply(404, NOT_FOUND)
+            raise Reply(404, NOT_FOUND)
         if account["suspended"]:
-            raise _Reply(410, {"error": "Gone"})
+            raise Reply(410, {"error": "Gone"})
         limit = _limit(params, STATUSES_PAGE_DEFAULT, STATUSES_PAGE_MAX)
         exclude_replies, exclude_reblogs = _truthy(params.get("exclude_replies")), _truthy(params.get("exclude_reblogs"))
 
@@ -703,16 +595,16 @@ class _Handler(BaseHTTPRequestHandler):
         spoiler = str(params.get("spoiler_text") or "")
         visibility = str(params.get("visibility") or "public").lower()
         if not text.strip():
-            raise _Reply(422, {"error": "Validation failed: Text can't be blank"})
+            raise Reply(422, {"error": "Validation failed: Text can't be blank"})
         if visibility not in VISIBILITIES:
-            raise _Reply(422, {"error": "Validation failed: Visibility is not included in the list"})
+            raise Reply(422, {"error": "Validation failed: Visibility is not included in the list"})
         if status_length(text, spoiler) > MAX_CHARACTERS:
-            raise _Reply(422, {"error": f"Validation failed: Text character limit of {MAX_CHARACTERS} exceeded"})
+            raise Reply(422, {"error": f"Validation failed: Text character limit of {MAX_CHARACTERS} exceeded"})
         parent = None
         if params.get("in_reply_to_id"):
             parent = world.statuses.get(str(params["in_reply_to_id"]))
             if parent is None or not world.visible(parent, viewer):
-                raise _Reply(404, REPLY_NOT_FOUND)
+                raise Reply(404, REPLY_NOT_FOUND)
         status = world.add_status(world.accounts[viewer], text, visibility=visibility, spoiler_text=spoiler,
                                   in_reply_to=parent)
         if key:
@@ -723,14 +615,14 @@ class _Handler(BaseHTTPRequestHandler):
         world = self.server.world
         status = world.statuses.get(id)
         if status is None or not world.visible(status, viewer):
-            raise _Reply(404, NOT_FOUND)
+            raise Reply(404, NOT_FOUND)
         return 200, _status_json(world, status), {}
 
     def _r_context(self, viewer: str | None, id: str, **_: Any) -> tuple[int, Any, dict]:  # noqa: A002
         world = self.server.world
         status = world.statuses.get(id)
         if status is None or not world.visible(status, viewer):
-            raise _Reply(404, NOT_FOUND)
+            raise Reply(404, NOT_FOUND)
         ancestors = [s for s in world.root_of(status) if world.visible(s, viewer)]
         descendants = sorted((s for s in world.statuses.values() if s["in_reply_to_id"] == id and world.visible(s, viewer)),
                              key=lambda s: int(s["id"]))
@@ -741,7 +633,7 @@ class _Handler(BaseHTTPRequestHandler):
         world = self.server.world
         status = world.statuses.get(id)
         if status is None or status["deleted"] or status["account_id"] != viewer:
-            raise _Reply(404, NOT_FOUND)  # another account's status is "not found" to you
+            raise Reply(404, NOT_FOUND)  # another account's status is "not found" to you
         world.delete(status)
         out = _status_json(world, status)
         out["text"] = status["text"]  # Mastodon answers a delete with the source, for "delete & redraft"
@@ -778,7 +670,9 @@ def _credential_json(world: _World, account: dict) -> dict:
     return out
 
 
-def _fault_reply(fault: Fault) -> tuple[int, Any, dict]:
+def _fault_reply(fault: Fault) -> Answer:
+    """What Mastodon answers for an injected fault that stops the request (not slow, lost
+    or read_only)."""
     if fault.kind == "429":
         headers = {"X-RateLimit-Limit": str(RATE_LIMIT), "X-RateLimit-Remaining": "0"}
         if fault.reset_in is not None:
@@ -870,52 +764,30 @@ def _link_header(base: str, path: str, params: dict, page: list[dict]) -> dict[s
 
 
 # --- admin endpoints (/sandbox/...) --------------------------------------------------------
-def _admin(world: _World, method: str, path: str, query: dict[str, list[str]], raw: bytes) -> tuple[int, Any, dict]:
-    try:
-        request = json.loads(raw) if raw else {}
-    except ValueError:
-        raise _Reply(400, {"error": "body is not JSON"}) from None
+def _admin(world: _World, method: str, path: str, query: dict[str, list[str]],
+           request: dict) -> tuple[int, Any] | None:
+    """Mastodon's own admin routes (the faults' are common): (status, body), or None for no route."""
     params = _flatten(query)
-    try:
-        if (method, path) == ("POST", "/sandbox/mentions"):
-            status = _add_mention(world, request["text"], request.get("author", FAN_USERNAME),
-                                  request.get("in_reply_to_id"), request.get("visibility", "public"))
-            return 201, _public_status(world, status), {}
-        if (method, path) == ("POST", "/sandbox/statuses"):
-            status = _add_status(world, request["username"], request["text"], **{
-                k: request[k] for k in ("visibility", "spoiler_text", "in_reply_to_id", "created_at") if k in request})
-            return 201, _public_status(world, status), {}
-        if (method, path) == ("GET", "/sandbox/statuses"):
-            with world.lock:
-                return 200, _statuses_by(world, params["username"], _truthy(params.get("include_deleted"))), {}
-        status_route = re.fullmatch(r"/sandbox/statuses/(\d+)", path)
-        if status_route and method == "DELETE":
-            with world.lock:
-                status = world.statuses.get(status_route[1])
-                if status is None:
-                    raise _Reply(404, {"error": f"no status {status_route[1]}"})
-                world.delete(status)
-                return 200, _public_status(world, status), {}
-        if (method, path) == ("POST", "/sandbox/faults"):
-            fault = _make_fault(**request)
-            with world.lock:
-                world.faults.append(fault)
-            return 201, fault.__dict__, {}
-        if (method, path) == ("DELETE", "/sandbox/faults"):
-            with world.lock:
-                world.faults.clear()
-            return 200, [], {}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _Reply(400, {"error": f"bad request: {exc}"}) from None
-    raise _Reply(404, {"error": f"no admin route {method} {path}"})
-
-
-def _make_fault(kind: str, count: int = 1, method: str | None = None, path: str | None = None,
-                reset_in: float | None = None, delay: float = 1.0) -> Fault:
-    if kind not in FAULT_KINDS:
-        raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
-    return Fault(kind=kind, count=int(count), method=method.upper() if method else None, path=path,
-                 reset_in=reset_in, delay=float(delay))
+    if (method, path) == ("POST", "/sandbox/mentions"):
+        status = _add_mention(world, request["text"], request.get("author", FAN_USERNAME),
+                              request.get("in_reply_to_id"), request.get("visibility", "public"))
+        return 201, _public_status(world, status)
+    if (method, path) == ("POST", "/sandbox/statuses"):
+        status = _add_status(world, request["username"], request["text"], **{
+            k: request[k] for k in ("visibility", "spoiler_text", "in_reply_to_id", "created_at") if k in request})
+        return 201, _public_status(world, status)
+    if (method, path) == ("GET", "/sandbox/statuses"):
+        with world.lock:
+            return 200, _statuses_by(world, params["username"], _truthy(params.get("include_deleted")))
+    status_route = re.fullmatch(r"/sandbox/statuses/(\d+)", path)
+    if status_route and method == "DELETE":
+        with world.lock:
+            status = world.statuses.get(status_route[1])
+            if status is None:
+                raise Reply(404, {"error": f"no status {status_route[1]}"})
+            world.delete(status)
+            return 200, _public_status(world, status)
+    return None
 
 
 def _add_status(world: _World, username: str, text: str, *, visibility: str = "public", spoiler_text: str = "",
@@ -963,13 +835,6 @@ def status_id_ms(status_id: str) -> int:
     return int(status_id) >> 16
 
 
-def _iso_to_ms(value: str) -> int:
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return int(parsed.timestamp() * 1000)
-
-
 def _ms_to_iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
@@ -979,28 +844,28 @@ def _epoch_to_iso(seconds: float) -> str:
 
 
 # --- the Python API ----------------------------------------------------------------------------
-class Sandbox:
-    """A running Mastodon sandbox (see start_sandbox). Thread-safe; close() when done."""
+class Sandbox(SandboxHandle):
+    """A running Mastodon sandbox (see start_sandbox). Thread-safe; close() when done.
+
+    Faults for inject(kind, count=, method=, path=, reset_in=, delay=):
+      "429"         429 Too many requests; X-RateLimit-Reset `reset_in` s ahead, none when None
+      "500", "503"  server errors
+      "slow"        the request is served, its answer held back `delay` s
+      "disconnect"  the connection is closed before any work: nothing happened
+      "lost"        the request is served in full (a POST creates its status), then the
+                    connection is closed with no answer -- the ambiguous failure
+      "401"         401 The access token is invalid
+      "read_only"   403 outside the authorized scopes on a write (the token lost "write")
+    count_requests counts paths under /api/ unless told another prefix.
+    """
+
+    api_prefix = "/api/"
+    _world: _World
 
     def __init__(self, server: _Server, thread: threading.Thread):
-        self._server = server
-        self._thread = thread
-        self._world = server.world
+        super().__init__(server, thread)
         self.domain = server.world.domain  # host:port, the server part of its accounts' handles
         self.url = f"http://{self.domain}"
-
-    def close(self) -> None:
-        """Stop serving; wakes slow answers so that no thread is left behind."""
-        self._server.closing.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> Sandbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings for the bot's account on this sandbox (overrides: other fields)."""
@@ -1077,53 +942,12 @@ class Sandbox:
             return [{"id": n["id"], "type": n["type"], "from": self._world.accounts[n["account_id"]]["acct"],
                      "status_id": n["status_id"]} for n in self._world.notifications if account and n["to"] == account["id"]]
 
-    # faults ---------------------------------------------------------------------------------
-    def inject(self, kind: str, *, count: int = 1, method: str | None = None, path: str | None = None,
-               reset_in: float | None = None, delay: float = 1.0) -> None:
-        """Answer the next `count` matching API requests with a fault instead.
-
-        kind:
-          "429"         429 Too many requests; X-RateLimit-Reset `reset_in` s ahead, none when None
-          "500", "503"  server errors
-          "slow"        the request is served, its answer held back `delay` s
-          "disconnect"  the connection is closed before any work: nothing happened
-          "lost"        the request is served in full (a POST creates its status), then the
-                        connection is closed with no answer -- the ambiguous failure
-          "401"         401 The access token is invalid
-          "read_only"   403 outside the authorized scopes on a write (the token lost "write")
-        method/path (a prefix) narrow the match. Dropped requests log status 0.
-        """
-        fault = _make_fault(kind, count=count, method=method, path=path, reset_in=reset_in, delay=delay)
-        with self._world.lock:
-            self._world.faults.append(fault)
-
-    def clear_faults(self) -> None:
-        with self._world.lock:
-            self._world.faults.clear()
-
-    @property
-    def request_log(self) -> list[tuple[str, str, int]]:
-        """(method, path, status) of every API request so far (status 0: dropped)."""
-        with self._world.lock:
-            return list(self._world.log)
-
-    def count_requests(self, method: str | None = None, path_prefix: str = "/api/") -> int:
-        return sum(1 for m, p, _ in self.request_log if (method is None or m == method) and p.startswith(path_prefix))
-
-
-def _read_jsonl(path: Path) -> Iterable[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
-
 
 def _load_archive(world: _World, path: Path) -> int:
     """An X archive as Mastodon statuses: "RT @name: ..." becomes a reblog of a status by
     name@birdsite.example, a post opening with "@name" a reply to a status of that account
     (not stored, as a remote parent the server never fetched)."""
-    posts = sorted(_read_jsonl(path), key=lambda p: p.get("created_at") or "")
+    posts = sorted(read_jsonl(path), key=lambda p: p.get("created_at") or "")
     with world.lock:
         for post in posts:
             author = world.account_named(post.get("user") or TARGET_USERNAME) or world.add_account(post.get("user") or TARGET_USERNAME)
@@ -1151,12 +975,7 @@ def start_sandbox(port: int = 0, seed: Iterable[str | Path] | None = DEFAULT_SEE
     in `seed` (default: the shipped sample of realDonaldTrump, as public statuses). On a
     non-loopback host the /sandbox/ routes still answer only loopback clients.
     """
-    try:
-        server = _Server((host, port))
-    except OSError as exc:
-        from bot.errors import BotError
-
-        raise BotError(f"cannot start the Mastodon sandbox on {host}:{port}: {exc.strerror or exc}") from None
+    server = open_server(lambda: _Server((host, port)), host, port, "Mastodon sandbox")
     world = server.world
     with world.lock:
         bot = world.add_account(BOT_USERNAME, display_name="xmimic sandbox bot")
@@ -1174,32 +993,21 @@ def start_sandbox(port: int = 0, seed: Iterable[str | Path] | None = DEFAULT_SEE
         suspended["suspended"] = True
     for path in seed or ():
         _load_archive(world, Path(path))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              name="mastodon-sandbox", daemon=True)
-    thread.start()
-    return Sandbox(server, thread)
+    return Sandbox(server, run_in_thread(server, "mastodon-sandbox"))
 
 
 def serve(port: int = 8081, host: str = "127.0.0.1") -> int:
     """`python -m bot sandbox --platform mastodon`: serve until SIGINT or SIGTERM, then exit 0."""
     sandbox = start_sandbox(port=port, host=host)
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        print(f"Mastodon sandbox serving on {sandbox.url} (Ctrl-C to stop). Use these settings:", flush=True)
-        print("BOT_PLATFORM=mastodon")
-        print(f"MASTODON_API_BASE_URL={sandbox.url}")
-        print(f"MASTODON_ACCESS_TOKEN={SANDBOX_ACCESS_TOKEN}")
-        print(f"Bot account: @{BOT_USERNAME}; sample account: {sandbox.handle(TARGET_USERNAME)} "
-              f"({len(sandbox.statuses_by(TARGET_USERNAME))} statuses)", flush=True)
-        if not is_loopback(host):
-            print("Reachable from the network with the public sandbox token above; "
-                  "the /sandbox/ admin routes answer only this machine.", flush=True)
-        while not stop.wait(0.5):
-            pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        sandbox.close()
-    print("sandbox stopped", flush=True)
-    return 0
+    lines = [
+        f"Mastodon sandbox serving on {sandbox.url} (Ctrl-C to stop). Use these settings:",
+        "BOT_PLATFORM=mastodon",
+        f"MASTODON_API_BASE_URL={sandbox.url}",
+        f"MASTODON_ACCESS_TOKEN={SANDBOX_ACCESS_TOKEN}",
+        f"Bot account: @{BOT_USERNAME}; sample account: {sandbox.handle(TARGET_USERNAME)} "
+        f"({len(sandbox.statuses_by(TARGET_USERNAME))} statuses)",
+    ]
+    if not is_loopback(host):
+        lines.append("Reachable from the network with the public sandbox token above; "
+                     "the /sandbox/ admin routes answer only this machine.")
+    return serve_until_stopped(sandbox, lines)

@@ -35,36 +35,31 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-import gzip
 import hashlib
 import html
 import itertools
 import json
-import logging
 import re
 import secrets
-import signal
-import socket
 import string
 import threading
 import time
 import unicodedata
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth1.rfc5849 import signature as oauth_signature
 
+from bot.sandbox.common import (Answer, Fault, RateWindows, Reply, SandboxHandle, SandboxHandler, SandboxServer,
+                                 World, iso_to_ms, match_route, open_server, read_jsonl, run_in_thread,
+                                 serve_until_stopped)
 from bot.settings import Settings, is_loopback
 from trainer.text import LINK_RE, MAX_WEIGHTED_LENGTH, is_retweet, weighted_length
-
-log = logging.getLogger(__name__)
 
 # --- fixed sandbox identities (fake, public on purpose) ----------------------------------
 BOT_USERNAME = "xmimic_bot"
@@ -206,42 +201,21 @@ def duplicate_key(text: str) -> str:
     return " ".join(TCO_RE.sub("https://t.co/", text).split())
 
 
-class _Reply(Exception):
-    """Raised inside a route to answer at once with this status, body and headers."""
-
-    def __init__(self, status: int, body: dict | None, headers: dict[str, str] | None = None):
-        super().__init__(status)
-        self.status, self.body, self.headers = status, body, headers or {}
-
-
-@dataclass
-class Fault:
-    kind: str
-    count: int = 1
-    method: str | None = None
-    path: str | None = None  # a prefix of the request path, e.g. "/2/tweets"
-    reset_in: float | None = None  # 429: x-rate-limit-reset this many seconds ahead; None: no header
-    delay: float = 1.0  # slow: seconds the answer is held back (after the work is done)
-
-    def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method) and (self.path is None or path.startswith(self.path))
-
-
 # --- the server's state ----------------------------------------------------------------------
-class _World:
+class _World(World):
     """Users, posts, faults and rate-limit windows; every access holds `lock`."""
 
+    fault_kinds = FAULT_KINDS
+
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        super().__init__()
         self.users: dict[str, dict] = {}  # id -> user
         self.by_name: dict[str, str] = {}  # lowercase username -> id
         self.posts: dict[str, dict] = {}  # id -> post
         self.timeline: dict[str, list[int]] = {}  # author id -> post ids, ascending
         self.mentioning: dict[str, list[int]] = {}  # lowercase username -> ids of posts naming it
-        self.faults: list[Fault] = []
-        self.windows: dict[tuple[str, str], list[float]] = {}  # (endpoint, caller) -> [reset, remaining]
+        self.windows = RateWindows()  # keyed by (endpoint, caller)
         self.nonces: deque[tuple[str, str]] = deque(maxlen=10000)
-        self.log: deque[tuple[str, str, int]] = deque(maxlen=100000)
         # Seconds before a post made through POST /2/tweets reaches timelines and mentions
         # (X's timelines are eventually consistent); read at query time, so changing it
         # applies to posts already made.
@@ -285,7 +259,7 @@ class _World:
         if post_id is not None and post_id in self.posts:
             return self.posts[post_id]  # loading overlapping files adds each post once
         if post_id is None or not post_id.isdigit():
-            post_id = self.new_id(_iso_to_ms(created_at) if created_at else None)
+            post_id = self.new_id(iso_to_ms(created_at) if created_at else None)
         else:
             self._last_id = max(self._last_id, int(post_id))
         refs = []
@@ -329,46 +303,33 @@ class _World:
         return post
 
     # faults --------------------------------------------------------------------------------
-    def take_fault(self, method: str, path: str) -> Fault | None:
-        for fault in self.faults:
-            if fault.matches(method, path):
-                fault.count -= 1
-                if fault.count <= 0:
-                    self.faults.remove(fault)
-                return fault
-        return None
+    def make_fault(self, kind: str, count: int = 1, method: str | None = None, path: str | None = None,
+                   reset_in: float | None = None, delay: float = 1.0) -> Fault:
+        """A Fault; "duplicate" and "write_forbidden" default to the endpoints they refuse."""
+        if kind == "duplicate":
+            method, path = method or "POST", path or "/2/tweets"
+        if kind == "write_forbidden":
+            path = path or "/2/tweets"  # the write endpoints: POST /2/tweets, DELETE /2/tweets/{id}
+        return super().make_fault(kind, count=count, method=method, path=path, reset_in=reset_in, delay=delay)
 
     # rate limits ---------------------------------------------------------------------------
     def spend(self, endpoint: str, caller: str) -> dict[str, str]:
-        """Count one request; the x-rate-limit-* headers, or _Reply(429) when the window is spent."""
+        """Count one request; the x-rate-limit-* headers, or Reply(429) when the window is spent."""
         limit = RATE_LIMITS[endpoint]
-        now = time.time()
-        window = self.windows.get((endpoint, caller))
-        if window is None or now >= window[0]:
-            window = self.windows[(endpoint, caller)] = [float(int(now) + RATE_WINDOW_S), float(limit)]
-        headers = {"x-rate-limit-limit": str(limit), "x-rate-limit-reset": str(int(window[0]))}
-        if window[1] <= 0:
-            headers["x-rate-limit-remaining"] = "0"
-            raise _Reply(429, TOO_MANY, headers)
-        window[1] -= 1
-        headers["x-rate-limit-remaining"] = str(int(window[1]))
+        # X's window starts with its first request
+        reset, remaining = self.windows.spend((endpoint, caller), limit, lambda now: float(int(now) + RATE_WINDOW_S))
+        headers = {"x-rate-limit-limit": str(limit), "x-rate-limit-reset": str(int(reset)),
+                   "x-rate-limit-remaining": str(max(remaining, 0))}
+        if remaining < 0:
+            raise Reply(429, TOO_MANY, headers)
         return headers
 
 
 # --- HTTP ------------------------------------------------------------------------------------
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class _Server(SandboxServer):
     def __init__(self, address: tuple[str, int], world: _World):
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6  # an IPv6 host such as ::1
         super().__init__(address, _Handler)
-        self.world = world
-        self.closing = threading.Event()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("sandbox: error while answering %s", client_address, exc_info=True)
+        self.world: _World = world
 
 
 ROUTES: list[tuple[str, re.Pattern[str], str]] = [
@@ -382,99 +343,31 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
 ]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(SandboxHandler):
     server: _Server
     server_version = "xmimic-sandbox"
+    route_not_found = NOT_FOUND_ROUTE
+    server_error = _problem(500, "Internal Server Error", "Internal Server Error")
+    admin_error = {"error": "internal error"}
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib's name)
-        log.debug("sandbox: " + format, *args)
+    def _read_query(self, values: dict[str, list[str]]) -> dict[str, str]:
+        return {k: v[-1] for k, v in values.items()}  # X reads a repeated parameter's last value
 
-    def do_GET(self) -> None:  # noqa: N802 (stdlib's names)
-        self._dispatch("GET")
+    def _fault_reply(self, fault: Fault) -> Answer:
+        return _fault_reply(fault)
 
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch("POST")
+    def _admin(self, method: str, path: str, query: dict[str, str], request: dict) -> tuple[int, Any] | None:
+        return _admin(self.server.world, method, path, query, request)
 
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._dispatch("DELETE")
-
-    # plumbing ------------------------------------------------------------------------------
-    def _dispatch(self, method: str) -> None:
-        world = self.server.world
-        parts = urlsplit(self.path)
-        path = parts.path.rstrip("/") or "/"
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        if path.startswith("/sandbox/"):
-            self._send(*self._answer_admin(method, path, query, body))
-            return
-        with world.lock:
-            fault = world.take_fault(method, path)
-        if fault is not None and fault.kind == "disconnect":
-            self._drop(method, path)  # before any work: nothing happened
-            return
-        status, payload, headers = self._answer_api(method, path, query, body, fault)
-        if fault is not None and fault.kind == "lost":
-            self._drop(method, path)  # after the work: done, but the client cannot know
-            return
-        world.log.append((method, path, status))
-        if fault is not None and fault.kind == "slow":
-            # The work is done; only the answer is late, as when X's answer is lost on the way.
-            self.server.closing.wait(fault.delay)
-        self._send(status, payload, headers)
-
-    def _answer_admin(self, method: str, path: str, query: dict, body: bytes) -> tuple[int, Any, dict]:
-        # Only this machine may steer the sandbox: to anyone else the routes do not exist.
-        if not is_loopback(str(self.client_address[0])):
-            return 404, NOT_FOUND_ROUTE, {}
-        try:
-            return _admin(self.server.world, method, path, query, body)
-        except _Reply as reply:
-            return reply.status, reply.body, reply.headers
-        except Exception:  # a bug in the sandbox must still answer, as a 500
-            log.exception("sandbox: internal error on %s %s", method, self.path)
-            return 500, {"error": "internal error"}, {}
-
-    def _answer_api(self, method: str, path: str, query: dict, body: bytes,
-                    fault: Fault | None) -> tuple[int, Any, dict]:
-        try:
-            if fault is not None and fault.kind not in ("slow", "lost"):
-                raise _fault_reply(fault)
-            return self._api(method, path, query, body)
-        except _Reply as reply:
-            return reply.status, reply.body, reply.headers
-        except Exception:  # a bug in the sandbox must still answer, as a 500
-            log.exception("sandbox: internal error on %s %s", method, self.path)
-            return 500, _problem(500, "Internal Server Error", "Internal Server Error"), {}
-
-    def _drop(self, method: str, path: str) -> None:
-        """Close the connection without a byte of answer: the client sees it drop
-        (http.client's RemoteDisconnected, a ConnectionError in requests)."""
-        self.server.world.log.append((method, path, 0))
-        self.close_connection = True
-
-    def _send(self, status: int, payload: dict | None, headers: dict[str, str]) -> None:
-        data = b"" if payload is None else json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up waiting (a timeout test); nothing to do
+    def _admin_body(self, data: Any) -> dict:
+        return {"data": data}
 
     # the API -------------------------------------------------------------------------------
-    def _api(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, dict, dict]:
-        for route_method, pattern, name in ROUTES:
-            match = pattern.fullmatch(path)
-            if match and route_method == method:
-                break
-        else:
-            raise _Reply(404, NOT_FOUND_ROUTE)
+    def _api(self, method: str, path: str, query: dict[str, str], body: bytes, fault: Fault | None) -> Answer:
+        route = match_route(ROUTES, method, path)
+        if route is None:
+            raise Reply(404, NOT_FOUND_ROUTE)
+        name, match = route
         caller = self._authenticate(method)  # user id, or "app" for the bearer token
         world = self.server.world
         with world.lock:
@@ -485,7 +378,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers["x-access-level"] = "read" if caller == "app" else "read-write"
             try:
                 status, payload = handler(caller=caller, query=query, body=body, **match.groupdict())
-            except _Reply as reply:
+            except Reply as reply:
                 reply.headers = {**headers, **reply.headers}
                 raise
         return status, payload, headers
@@ -495,23 +388,23 @@ class _Handler(BaseHTTPRequestHandler):
         if auth.startswith("Bearer "):
             if auth[len("Bearer "):] == SANDBOX_BEARER_TOKEN:
                 return "app"
-            raise _Reply(401, UNAUTHORIZED)
+            raise Reply(401, UNAUTHORIZED)
         if auth.startswith("OAuth "):
             uri = f"http://{self.headers.get('Host', '')}{self.path}"
             user_id = _verify_oauth1(self.server.world, method, uri, auth)
             if user_id:
                 return user_id
-        raise _Reply(401, UNAUTHORIZED)
+        raise Reply(401, UNAUTHORIZED)
 
     # routes --------------------------------------------------------------------------------
     def _r_me(self, caller: str, query: dict, **_: Any) -> tuple[int, dict]:
         if caller == "app":
-            raise _Reply(403, APP_ONLY_FORBIDDEN)
+            raise Reply(403, APP_ONLY_FORBIDDEN)
         return 200, {"data": _user_json(self.server.world.users[caller], _fields(query, "user.fields", USER_FIELDS))}
 
     def _r_user_by_name(self, caller: str, query: dict, username: str, **_: Any) -> tuple[int, dict]:
         if not re.fullmatch(r"\w{1,15}", username):
-            raise _Reply(400, _invalid_request("username", username, f"The `username` query parameter value [{username}] does not match ^[A-Za-z0-9_]{{1,15}}$"))
+            raise Reply(400, _invalid_request("username", username, f"The `username` query parameter value [{username}] does not match ^[A-Za-z0-9_]{{1,15}}$"))
         fields = _fields(query, "user.fields", USER_FIELDS)
         user = self.server.world.user_named(username)
         if user is None:
@@ -561,22 +454,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _r_create_tweet(self, caller: str, body: bytes, **_: Any) -> tuple[int, dict]:
         if caller == "app":
-            raise _Reply(403, APP_ONLY_FORBIDDEN)
+            raise Reply(403, APP_ONLY_FORBIDDEN)
         world = self.server.world
         try:
             request = json.loads(body or b"{}")
             if not isinstance(request, dict):
                 raise ValueError
         except ValueError:
-            raise _Reply(400, {"errors": [{"message": "Request body is not valid JSON."}], "title": "Invalid Request",
+            raise Reply(400, {"errors": [{"message": "Request body is not valid JSON."}], "title": "Invalid Request",
                                "detail": "One or more parameters to your request was invalid.",
                                "type": PROBLEM + "invalid-request"}) from None
         text = request.get("text")
         if not isinstance(text, str) or not text.strip():
-            raise _Reply(400, _invalid_request("text", str(text), "Tweet text is empty or missing."))
+            raise Reply(400, _invalid_request("text", str(text), "Tweet text is empty or missing."))
         linked = shorten_links(text)  # X stores t.co links, and each counts 23
         if weighted_length(linked) > MAX_WEIGHTED_LENGTH:
-            raise _Reply(400, {"errors": [{"message": "Your Tweet text is too long. For more information on how "
+            raise Reply(400, {"errors": [{"message": "Your Tweet text is too long. For more information on how "
                                            "Twitter determines text length see https://github.com/twitter/twitter-text."}],
                                "title": "Invalid Request", "detail": "One or more parameters to your request was invalid.",
                                "type": PROBLEM + "invalid-request"})
@@ -589,7 +482,7 @@ class _Handler(BaseHTTPRequestHandler):
             if parent is None or parent["deleted"] or parent["hidden"] or (
                 world.users[parent["author_id"]]["protected"] and parent["author_id"] != caller
             ):
-                raise _Reply(403, REPLY_REFUSED)
+                raise Reply(403, REPLY_REFUSED)
             parent_name = world.users[parent["author_id"]]["username"]
             # X puts the replied-to account's @handle in front of a reply's text.
             if parent["author_id"] != caller and not stored.lower().startswith("@" + parent_name.lower()):
@@ -599,7 +492,7 @@ class _Handler(BaseHTTPRequestHandler):
         for pid in reversed(world.timeline.get(caller, [])[-200:]):
             own = world.posts[str(pid)]
             if not own["deleted"] and duplicate_key(own["text"]) == key:
-                raise _Reply(403, DUPLICATE)
+                raise Reply(403, DUPLICATE)
         post = world.add_post(author, stored, in_reply_to=parent)
         post["posted_at"] = time.time()
         # X answers with the text as stored: t.co links, entities, the reply's @handle.
@@ -607,36 +500,37 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _r_delete_tweet(self, caller: str, id: str, **_: Any) -> tuple[int, dict]:  # noqa: A002
         if caller == "app":
-            raise _Reply(403, APP_ONLY_FORBIDDEN)
+            raise Reply(403, APP_ONLY_FORBIDDEN)
         post = self.server.world.posts.get(id)
         if post is None or post["deleted"]:
             return 200, {"data": {"deleted": False}}
         if post["author_id"] != caller:
-            raise _Reply(403, _problem(403, "Forbidden", "You are not allowed to delete this Tweet."))
+            raise Reply(403, _problem(403, "Forbidden", "You are not allowed to delete this Tweet."))
         post["deleted"] = True
         return 200, {"data": {"deleted": True}}
 
 
-def _fault_reply(fault: Fault) -> _Reply:
+def _fault_reply(fault: Fault) -> Answer:
+    """What X answers for an injected fault that stops the request (not slow or lost)."""
     if fault.kind == "429":
         headers = {"x-rate-limit-limit": "1500", "x-rate-limit-remaining": "0"}
         if fault.reset_in is not None:
             headers["x-rate-limit-reset"] = str(int(time.time() + fault.reset_in))
-        return _Reply(429, TOO_MANY, headers)
+        return 429, TOO_MANY, headers
     if fault.kind == "usage_cap":
-        return _Reply(429, USAGE_CAPPED)
+        return 429, USAGE_CAPPED, {}
     if fault.kind in ("500", "503"):
         status = int(fault.kind)
         title = "Internal Server Error" if status == 500 else "Service Unavailable"
-        return _Reply(status, _problem(status, title, title))
+        return status, _problem(status, title, title), {}
     if fault.kind == "duplicate":
-        return _Reply(403, DUPLICATE)
+        return 403, DUPLICATE, {}
     if fault.kind == "401":
-        return _Reply(401, UNAUTHORIZED)
+        return 401, UNAUTHORIZED, {}
     if fault.kind == "tier":
-        return _Reply(403, TIER_REFUSED)
+        return 403, TIER_REFUSED, {}
     if fault.kind == "write_forbidden":
-        return _Reply(403, WRITE_FORBIDDEN, {"x-access-level": "read"})
+        return 403, WRITE_FORBIDDEN, {"x-access-level": "read"}
     raise AssertionError(fault.kind)
 
 
@@ -682,7 +576,7 @@ def _fields(query: dict[str, str], name: str, allowed: set[str]) -> set[str]:
     fields = set(value.split(","))
     for item in fields:
         if item not in allowed:
-            raise _Reply(400, _invalid_request(name, item, f"The `{name}` query parameter value [{item}] is not one of [{','.join(sorted(allowed))}]"))
+            raise Reply(400, _invalid_request(name, item, f"The `{name}` query parameter value [{item}] is not one of [{','.join(sorted(allowed))}]"))
     return fields
 
 
@@ -693,7 +587,7 @@ def _exclude(query: dict[str, str]) -> set[str]:
     items = set(value.split(","))
     for item in items:
         if item not in ("replies", "retweets"):
-            raise _Reply(400, _invalid_request("exclude", item, f"The `exclude` query parameter value [{item}] is not one of [replies,retweets]"))
+            raise Reply(400, _invalid_request("exclude", item, f"The `exclude` query parameter value [{item}] is not one of [replies,retweets]"))
     return items
 
 
@@ -708,7 +602,7 @@ def _id_param(query: dict[str, str], name: str) -> int | None:
     if value is None:
         return None
     if not re.fullmatch(r"[0-9]{1,19}", value):
-        raise _Reply(400, _invalid_request(name, value, f"The `{name}` query parameter value [{value}] does not match ^[0-9]{{1,19}}$"))
+        raise Reply(400, _invalid_request(name, value, f"The `{name}` query parameter value [{value}] does not match ^[0-9]{{1,19}}$"))
     return int(value)
 
 
@@ -724,14 +618,14 @@ def _decode_token(token: str) -> int:
             raise ValueError
         return int(last)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise _Reply(400, _invalid_request("pagination_token", token, f"The `pagination_token` query parameter value [{token}] is not valid")) from None
+        raise Reply(400, _invalid_request("pagination_token", token, f"The `pagination_token` query parameter value [{token}] is not valid")) from None
 
 
 def _page(world: _World, posts: list[dict], query: dict[str, str]) -> dict:
     """One page of a newest-first list of posts, with the live API's meta and includes."""
     raw_max = query.get("max_results", "10")
     if not raw_max.isdigit() or not 5 <= int(raw_max) <= 100:
-        raise _Reply(400, _invalid_request("max_results", raw_max, f"The `max_results` query parameter value [{raw_max}] is not between 5 and 100"))
+        raise Reply(400, _invalid_request("max_results", raw_max, f"The `max_results` query parameter value [{raw_max}] is not between 5 and 100"))
     tweet_fields = _fields(query, "tweet.fields", TWEET_FIELDS)
     user_fields = _fields(query, "user.fields", USER_FIELDS)
     expansions = _fields(query, "expansions", EXPANSIONS)
@@ -790,59 +684,31 @@ def _user_json(user: dict, fields: set[str]) -> dict:
 
 
 # --- admin endpoints (/sandbox/...) --------------------------------------------------------
-def _admin(world: _World, method: str, path: str, query: dict, body: bytes) -> tuple[int, Any, dict]:
-    try:
-        request = json.loads(body) if body else {}
-    except ValueError:
-        raise _Reply(400, {"error": "body is not JSON"}) from None
-    try:
-        if (method, path) == ("POST", "/sandbox/mentions"):
-            post = _add_mention(world, request["text"], request.get("author", FAN_USERNAME), request.get("in_reply_to_id"))
-            return 201, {"data": _public_post(world, post)}, {}
-        if (method, path) == ("POST", "/sandbox/posts"):
-            with world.lock:
-                ids = _add_posts(world, request["username"], request["posts"])
-            return 201, {"data": ids}, {}
-        if (method, path) == ("GET", "/sandbox/posts"):
-            with world.lock:
-                return 200, {"data": _posts_by(world, query["username"], query.get("include_deleted") == "true")}, {}
-        if (method, path) == ("POST", "/sandbox/faults"):
-            fault = _make_fault(**request)
-            with world.lock:
-                world.faults.append(fault)
-            return 201, {"data": fault.__dict__}, {}
-        if (method, path) == ("DELETE", "/sandbox/faults"):
-            with world.lock:
-                world.faults.clear()
-            return 200, {"data": []}, {}
-        if (method, path) == ("POST", "/sandbox/config"):
-            with world.lock:
-                if "timeline_lag" in request:
-                    world.timeline_lag = _lag(request["timeline_lag"])
-                return 200, {"data": {"timeline_lag": world.timeline_lag}}, {}
-        post_route = re.fullmatch(r"/sandbox/posts/(\d+)(/hide)?", path)
-        if post_route and (method, bool(post_route[2])) in (("DELETE", False), ("POST", True)):
-            with world.lock:
-                post = world.posts.get(post_route[1])
-                if post is None:
-                    raise _Reply(404, {"error": f"no post {post_route[1]}"})
-                post["hidden" if post_route[2] else "deleted"] = True
-                return 200, {"data": _public_post(world, post)}, {}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _Reply(400, {"error": f"bad request: {exc}"}) from None
-    raise _Reply(404, {"error": f"no admin route {method} {path}"})
-
-
-def _make_fault(kind: str, count: int = 1, method: str | None = None, path: str | None = None,
-                reset_in: float | None = None, delay: float = 1.0) -> Fault:
-    if kind not in FAULT_KINDS:
-        raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
-    if kind == "duplicate":
-        method, path = method or "POST", path or "/2/tweets"
-    if kind == "write_forbidden":
-        path = path or "/2/tweets"  # the write endpoints: POST /2/tweets, DELETE /2/tweets/{id}
-    return Fault(kind=kind, count=int(count), method=method.upper() if method else None, path=path,
-                 reset_in=reset_in, delay=float(delay))
+def _admin(world: _World, method: str, path: str, query: dict[str, str], request: dict) -> tuple[int, Any] | None:
+    """X's own admin routes (the faults' are common): (status, data), or None for no route."""
+    if (method, path) == ("POST", "/sandbox/mentions"):
+        post = _add_mention(world, request["text"], request.get("author", FAN_USERNAME), request.get("in_reply_to_id"))
+        return 201, _public_post(world, post)
+    if (method, path) == ("POST", "/sandbox/posts"):
+        with world.lock:
+            return 201, _add_posts(world, request["username"], request["posts"])
+    if (method, path) == ("GET", "/sandbox/posts"):
+        with world.lock:
+            return 200, _posts_by(world, query["username"], query.get("include_deleted") == "true")
+    if (method, path) == ("POST", "/sandbox/config"):
+        with world.lock:
+            if "timeline_lag" in request:
+                world.timeline_lag = _lag(request["timeline_lag"])
+            return 200, {"timeline_lag": world.timeline_lag}
+    post_route = re.fullmatch(r"/sandbox/posts/(\d+)(/hide)?", path)
+    if post_route and (method, bool(post_route[2])) in (("DELETE", False), ("POST", True)):
+        with world.lock:
+            post = world.posts.get(post_route[1])
+            if post is None:
+                raise Reply(404, {"error": f"no post {post_route[1]}"})
+            post["hidden" if post_route[2] else "deleted"] = True
+            return 200, _public_post(world, post)
+    return None
 
 
 def _lag(value: Any) -> float:
@@ -911,45 +777,43 @@ def _snowflake_ms(post_id: str) -> int:
     return (int(post_id) >> 22) + TWITTER_EPOCH_MS
 
 
-def _iso_to_ms(value: str) -> int:
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return int(parsed.timestamp() * 1000)
-
-
 def _ms_to_iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _api_time(value: str) -> str:
-    return _ms_to_iso(_iso_to_ms(value))
+    return _ms_to_iso(iso_to_ms(value))
 
 
 # --- the Python API ----------------------------------------------------------------------------
-class Sandbox:
-    """A running sandbox server (see start_sandbox). Thread-safe; close() when done."""
+class Sandbox(SandboxHandle):
+    """A running sandbox server (see start_sandbox). Thread-safe; close() when done.
+
+    Faults for inject(kind, count=, method=, path=, reset_in=, delay=):
+      "429"         429 Too Many Requests; x-rate-limit-reset `reset_in` s ahead (any
+                    distance, hours included), no reset header when None
+      "usage_cap"   429 UsageCapExceeded (monthly product cap)
+      "500", "503"  X's server errors
+      "slow"        the request is served, its answer held back `delay` s
+      "disconnect"  the connection is closed before any work: nothing happened
+      "lost"        the request is served in full (a POST creates its post), then the
+                    connection is closed with no answer (the client sees
+                    RemoteDisconnected) -- the ambiguous failure of a real network
+      "duplicate"   403 duplicate content (default: POST /2/tweets)
+      "401"         401 Unauthorized
+      "tier"        403 client-not-enrolled (the plan does not include the endpoint)
+      "write_forbidden"  403 oauth1-permissions: the app is read-only (default: the
+                    write endpoints, path /2/tweets)
+    count_requests counts paths under /2/ unless told another prefix.
+    """
+
+    api_prefix = "/2/"
+    _world: _World
 
     def __init__(self, server: _Server, thread: threading.Thread):
-        self._server = server
-        self._thread = thread
-        self._world = server.world
+        super().__init__(server, thread)
         host, port = server.server_address[:2]
         self.url = f"http://{host}:{port}"
-
-    # lifecycle ------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Stop serving; wakes slow answers so that no thread is left behind."""
-        self._server.closing.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> Sandbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings that reach this sandbox as the bot's account (overrides: other fields)."""
@@ -975,7 +839,7 @@ class Sandbox:
     def load_jsonl(self, path: str | Path) -> int:
         """Add every post of a JSON Lines file (gzip or not; keys id, user, created_at, text)."""
         by_user: dict[str, list[dict]] = {}
-        for post in _read_jsonl(Path(path)):
+        for post in read_jsonl(Path(path)):
             by_user.setdefault(post["user"], []).append(post)
         for user, posts in by_user.items():
             self.add_posts(user, posts)
@@ -1014,53 +878,6 @@ class Sandbox:
         with self._world.lock:
             self._world.timeline_lag = lag
 
-    # faults ---------------------------------------------------------------------------------
-    def inject(self, kind: str, *, count: int = 1, method: str | None = None, path: str | None = None,
-               reset_in: float | None = None, delay: float = 1.0) -> None:
-        """Answer the next `count` matching API requests with a fault instead.
-
-        kind:
-          "429"         429 Too Many Requests; x-rate-limit-reset `reset_in` s ahead (any
-                        distance, hours included), no reset header when None
-          "usage_cap"   429 UsageCapExceeded (monthly product cap)
-          "500", "503"  X's server errors
-          "slow"        the request is served, its answer held back `delay` s
-          "disconnect"  the connection is closed before any work: nothing happened
-          "lost"        the request is served in full (a POST creates its post), then the
-                        connection is closed with no answer (the client sees
-                        RemoteDisconnected) -- the ambiguous failure of a real network
-          "duplicate"   403 duplicate content (default: POST /2/tweets)
-          "401"         401 Unauthorized
-          "tier"        403 client-not-enrolled (the plan does not include the endpoint)
-          "write_forbidden"  403 oauth1-permissions: the app is read-only (default: the
-                        write endpoints, path /2/tweets)
-        method/path (a prefix) narrow the match. Dropped requests log status 0.
-        """
-        fault = _make_fault(kind, count=count, method=method, path=path, reset_in=reset_in, delay=delay)
-        with self._world.lock:
-            self._world.faults.append(fault)
-
-    def clear_faults(self) -> None:
-        with self._world.lock:
-            self._world.faults.clear()
-
-    @property
-    def request_log(self) -> list[tuple[str, str, int]]:
-        """(method, path, status) of every API request so far (status 0: dropped)."""
-        with self._world.lock:
-            return list(self._world.log)
-
-    def count_requests(self, method: str | None = None, path_prefix: str = "/2/") -> int:
-        return sum(1 for m, p, _ in self.request_log if (method is None or m == method) and p.startswith(path_prefix))
-
-
-def _read_jsonl(path: Path) -> Iterable[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
-
 
 def start_sandbox(port: int = 0, seed: Iterable[str | Path] | None = DEFAULT_SEED, host: str = "127.0.0.1",
                   timeline_lag: float = 0.0) -> Sandbox:
@@ -1079,19 +896,11 @@ def start_sandbox(port: int = 0, seed: Iterable[str | Path] | None = DEFAULT_SEE
         world.add_user(FAN_USERNAME)
         private = world.add_user(PROTECTED_USERNAME, protected=True)
         suspended = world.add_user(SUSPENDED_USERNAME, suspended=True)
-        base_ms = _iso_to_ms("2020-01-01T00:00:00Z")
+        base_ms = iso_to_ms("2020-01-01T00:00:00Z")
         for n, who in enumerate(itertools.islice(itertools.cycle([private, suspended]), 20)):
             world.add_post(who, f"A post nobody outside may read, number {n}.", post_id=world.new_id(base_ms + n * 60000))
-    try:
-        server = _Server((host, port), world)
-    except OSError as exc:
-        from bot.errors import BotError
-
-        raise BotError(f"cannot start the sandbox on {host}:{port}: {exc.strerror or exc}") from None
-    sandbox_thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                      name="x-sandbox", daemon=True)
-    sandbox_thread.start()
-    sandbox = Sandbox(server, sandbox_thread)
+    server = open_server(lambda: _Server((host, port), world), host, port, "sandbox")
+    sandbox = Sandbox(server, run_in_thread(server, "x-sandbox"))
     for path in seed or ():
         sandbox.load_jsonl(path)
     return sandbox
@@ -1100,26 +909,18 @@ def start_sandbox(port: int = 0, seed: Iterable[str | Path] | None = DEFAULT_SEE
 def serve(port: int = 8080, host: str = "127.0.0.1") -> int:
     """`python -m bot sandbox`: serve until SIGINT or SIGTERM, then exit 0."""
     sandbox = start_sandbox(port=port, host=host)
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        print(f"X API sandbox serving on {sandbox.url} (Ctrl-C to stop). Use these settings:", flush=True)
-        print(f"TWITTER_API_BASE_URL={sandbox.url}")
-        print(f"TWITTER_CONSUMER_KEY={SANDBOX_CONSUMER_KEY}")
-        print(f"TWITTER_CONSUMER_SECRET={SANDBOX_CONSUMER_SECRET}")
-        print(f"TWITTER_ACCESS_TOKEN={SANDBOX_ACCESS_TOKEN}")
-        print(f"TWITTER_ACCESS_TOKEN_SECRET={SANDBOX_ACCESS_TOKEN_SECRET}")
-        print(f"TWITTER_BEARER_TOKEN={SANDBOX_BEARER_TOKEN}")
-        print(f"Bot account: @{BOT_USERNAME}; sample account: @realDonaldTrump "
-              f"({len(sandbox.posts_by('realDonaldTrump'))} posts)", flush=True)
-        if not is_loopback(host):
-            print("Reachable from the network with the public sandbox credentials above; "
-                  "the /sandbox/ admin routes answer only this machine.", flush=True)
-        while not stop.wait(0.5):
-            pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        sandbox.close()
-    print("sandbox stopped", flush=True)
-    return 0
+    lines = [
+        f"X API sandbox serving on {sandbox.url} (Ctrl-C to stop). Use these settings:",
+        f"TWITTER_API_BASE_URL={sandbox.url}",
+        f"TWITTER_CONSUMER_KEY={SANDBOX_CONSUMER_KEY}",
+        f"TWITTER_CONSUMER_SECRET={SANDBOX_CONSUMER_SECRET}",
+        f"TWITTER_ACCESS_TOKEN={SANDBOX_ACCESS_TOKEN}",
+        f"TWITTER_ACCESS_TOKEN_SECRET={SANDBOX_ACCESS_TOKEN_SECRET}",
+        f"TWITTER_BEARER_TOKEN={SANDBOX_BEARER_TOKEN}",
+        f"Bot account: @{BOT_USERNAME}; sample account: @realDonaldTrump "
+        f"({len(sandbox.posts_by('realDonaldTrump'))} posts)",
+    ]
+    if not is_loopback(host):
+        lines.append("Reachable from the network with the public sandbox credentials above; "
+                     "the /sandbox/ admin routes answer only this machine.")
+    return serve_until_stopped(sandbox, lines)
