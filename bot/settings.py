@@ -163,14 +163,14 @@ class Settings:
             bearer_token=r.secret("TWITTER_BEARER_TOKEN"),
             api_base_url=r.url("TWITTER_API_BASE_URL", DEFAULT_API_BASE_URL),
             platform=r.choice("BOT_PLATFORM", "x", PLATFORMS),
-            bluesky_handle=r.raw_text("BLUESKY_HANDLE", strip="@"),
+            bluesky_handle=r.handle("BLUESKY_HANDLE", platform="bluesky"),
             bluesky_app_password=r.secret("BLUESKY_APP_PASSWORD"),
             bluesky_service=r.url("BLUESKY_SERVICE", DEFAULT_BLUESKY_SERVICE),
             bluesky_public_api=r.url("BLUESKY_PUBLIC_API", DEFAULT_BLUESKY_PUBLIC_API),
             mastodon_api_base_url=r.optional_url("MASTODON_API_BASE_URL"),
             mastodon_access_token=r.secret("MASTODON_ACCESS_TOKEN"),
             mastodon_visibility=r.choice("MASTODON_VISIBILITY", "unlisted", ("public", "unlisted")),
-            mastodon_spoiler_text=r.raw_text("MASTODON_SPOILER_TEXT"),
+            mastodon_spoiler_text=r.text("MASTODON_SPOILER_TEXT"),
             data_dir=r.path("BOT_DATA_DIR", Path("data")),
             retention_days=r.number("BOT_RETENTION_DAYS", 90.0, low=1, high=36500),
             lookup_window=r.number("BOT_LOOKUP_WINDOW", 60.0, low=0, high=3600),
@@ -271,9 +271,8 @@ class _Reader:
     def optional_url(self, name: str) -> str | None:
         return self.url(name, "") if self._raw(name) else None
 
-    def raw_text(self, name: str, strip: str = "") -> str | None:
-        value = self._raw(name)
-        return value.lstrip(strip) or None if value is not None else None
+    def text(self, name: str) -> str | None:
+        return self._raw(name)
 
     def prices(self, name: str) -> tuple[tuple[str, float], ...]:
         from bot.costs import DEFAULT_PRICES
@@ -306,14 +305,14 @@ class _Reader:
             raise BotError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
         return value
 
-    def handle(self, name: str) -> str | None:
+    def handle(self, name: str, platform: str | None = None) -> str | None:
         from bot.platforms import canonical
 
         value = self._raw(name)
         if value is None:
             return None
         try:
-            return canonical(value)[1]
+            return canonical(value, platform)[1]
         except BotError as exc:
             raise BotError(f"{name}: {exc}") from None
 

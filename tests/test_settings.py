@@ -61,6 +61,13 @@ def test_secrets_are_not_in_repr(tmp_path):
         ({"BOT_PRICES": "post=free"}, "BOT_PRICES must list kind=USD pairs"),
         ({"BOT_PRICES": "tweet=0.01"}, "BOT_PRICES must list kind=USD pairs"),
         ({"BOT_DAILY_SPEND_CAP": "-1"}, "BOT_DAILY_SPEND_CAP must be between"),
+        ({"BOT_PLATFORM": "threads"}, "BOT_PLATFORM must be one of"),
+        ({"BLUESKY_HANDLE": "bot.bsky.social"}, "incomplete Bluesky credentials: BLUESKY_APP_PASSWORD not set"),
+        ({"BLUESKY_HANDLE": "nodots", "BLUESKY_APP_PASSWORD": "a"}, "BLUESKY_HANDLE: 'nodots' is not a Bluesky handle"),
+        ({"BLUESKY_SERVICE": "http://bsky.example"}, "BLUESKY_SERVICE must use https://"),
+        ({"MASTODON_ACCESS_TOKEN": "t"}, "incomplete Mastodon credentials: MASTODON_API_BASE_URL not set"),
+        ({"MASTODON_VISIBILITY": "direct"}, "MASTODON_VISIBILITY must be one of"),
+        ({"BOT_BLOCKLIST": "fan, bad!handle"}, "BOT_BLOCKLIST must list handles"),
     ],
 )
 def test_bad_values_are_one_line_errors(env, message):
@@ -91,3 +98,18 @@ def test_empty_values_count_as_unset():
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
         Settings().max_attempts = 3  # type: ignore[misc]
+
+
+def test_each_platform_names_the_bot_account_and_handles_of_any_platform_are_accepted():
+    bluesky = Settings.from_env({"BOT_PLATFORM": "bluesky", "BLUESKY_HANDLE": "@MyBot.bsky.social",
+                                 "BLUESKY_APP_PASSWORD": "app-pass-1"}, dotenv_path=None)
+    assert bluesky.has_credentials and bluesky.bluesky_handle == "mybot.bsky.social"
+    assert "app-pass-1" not in repr(bluesky)
+    mastodon = Settings.from_env({"BOT_PLATFORM": "mastodon", "MASTODON_API_BASE_URL": "https://mastodon.example",
+                                  "MASTODON_ACCESS_TOKEN": "tok-2"}, dotenv_path=None)
+    assert mastodon.has_credentials and mastodon.mastodon_visibility == "unlisted" and "tok-2" not in repr(mastodon)
+    assert not Settings.from_env({"BOT_PLATFORM": "mastodon", **CREDS}, dotenv_path=None).has_credentials  # X keys
+    mixed = Settings.from_env({"BOT_BLOCKLIST": "@Fan, other.bsky.social, @who@Mastodon.Example",
+                               "BOT_DEFAULT_TARGET": "trump.test"}, dotenv_path=None)
+    assert mixed.blocklist == {"fan", "other.bsky.social", "who@mastodon.example"}
+    assert mixed.default_target == "trump.test"
