@@ -257,3 +257,20 @@ def test_the_cli_adds_a_target_by_its_handle_on_any_platform(world, tmp_path, ti
     assert err.count("\n") == 1 and "not a Bluesky handle" in err
     assert main(["targets", "add", "someone@nowhere.invalid", "--platform", "x"]) == 1
     assert "not an X handle" in capsys.readouterr().err
+
+
+def test_an_account_of_one_platform_is_imitated_on_another(sandbox, mastodon_world, tmp_path, tiny_base_path):
+    """The bot posts on Mastodon as an X account, whose posts it reads from X."""
+    x = LocalX(sandbox)
+    bot = make_bot(mastodon_world, tmp_path / "data", tiny_base_path, **{k: v for k, v in x.bot_env().items()
+                                                                          if k.startswith("TWITTER_")})
+    assert bot.platform.name == "mastodon"
+    handle = add_target(bot, x)
+    assert bot.store.target(handle)["platform"] == "x"
+    assert "+" in bot.refresh() and bot.store.post_count(handle) > 3000
+    register_model(bot.store, handle, tiny_base_path)
+    before = len(mastodon_world.bot_posts())
+    assert "posted" in bot.post_slot(datetime.now(timezone.utc))
+    assert len(mastodon_world.bot_posts()) == before + 1
+    assert sandbox.posts_by(x.bot_username) == []  # nothing was posted on X
+    bot.store.close()
