@@ -23,7 +23,6 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from bot import realness as realness_model
 from bot.originality import Checks, NearCopyIndex, Selection, canonical_tokens, select
 from trainer import words as vocabulary
 from trainer.model import Artifact
@@ -32,8 +31,6 @@ from trainer.sample import StepNet, sample
 LENGTH_TOLERANCE = 0.05  # a passed candidate this near the drawn length quantile ends the drawing
 KEYWORDS = 3  # a reply's candidates are shared among the mention's first 3 content words
 QUOTE_RUN = 4  # a reply may not repeat this many of the mention's words in a row
-REALNESS = True  # rank by the realness discriminator (bot/realness.py) within the length band
-REALNESS_BAND = 0.10  # candidates this near the drawn length quantile compete on realness
 NEVER_FIRST = "@.\uff20"  # a post never opens like a reply ("@name", ".@name")
 # Words too common to carry a topic (4+ letters: shorter words are never keywords);
 # the benchmark's list of English stop words has all of these.
@@ -73,12 +70,10 @@ class Style:
 
     lengths: tuple[int, ...] = ()
     word_counts: Counter = field(default_factory=Counter)
-    texts: tuple[str, ...] = field(default=(), compare=False, repr=False)  # the newest, for bot/realness.py
 
     @classmethod
     def of(cls, texts: list[str]) -> Style:
-        return cls(tuple(sorted(len(t) for t in texts)), vocabulary.count(texts),
-                   tuple(texts[-realness_model.MAX_POSITIVES:]))
+        return cls(tuple(sorted(len(t) for t in texts)), vocabulary.count(texts))
 
     def quantile(self, length: int) -> float:
         """Share of the account's posts shorter than `length` (ties count half)."""
@@ -138,7 +133,6 @@ def compose(
 
     # Longer candidates fail the checks more often (one invented word is enough), so a
     # long drawn length may need more than one batch to be matched.
-    disc = discriminator(artifact, net, style, params) if REALNESS and style.texts else None
     target = random.Random(seed).random()
     total, seen = Selection(), set()
     ranked = total
@@ -147,26 +141,10 @@ def compose(
         if is_reply:
             got = _no_quotes(got, mention)
         total = Selection(total.passed + got.passed, total.rejected + got.rejected, total.batches + 1)
-        ranked = rank(total, style, target, mention, disc)
-        if ranked.best is not None and min(v.score["length_gap"] for v in ranked.passed) <= LENGTH_TOLERANCE:
+        ranked = rank(total, style, target, mention)
+        if ranked.best is not None and ranked.best.score["length_gap"] <= LENGTH_TOLERANCE:
             break
     return ranked
-
-
-def discriminator(artifact: Artifact, net: StepNet, style: Style, params: ComposeParams) -> realness_model.Realness:
-    """The account's realness discriminator for this model and these posts: built on
-    the first call (model samples drawn with the posts' sampler, seeded), then cached."""
-    key = (id(artifact), len(style.texts), hash(style.texts[-1:]), params.temperature, params.top_p)
-
-    def build() -> realness_model.Realness:
-        fake: list[str] = []
-        n, per = realness_model.NEGATIVES, max(params.candidates, 64)
-        for i in range(-(-n // per)):
-            fake += sample(artifact, min(per, n - len(fake)), temperature=params.temperature, top_p=params.top_p,
-                           seed=realness_model.SEED + i, net=net, never_first=NEVER_FIRST)
-        return realness_model.Realness.fit(style.texts, fake)
-
-    return realness_model.cached(key, artifact, build)
 
 
 def _no_quotes(selection: Selection, mention: str) -> Selection:
@@ -183,33 +161,19 @@ def _no_quotes(selection: Selection, mention: str) -> Selection:
     return Selection(passed, rejected, selection.batches)
 
 
-def rank(selection: Selection, style: Style, target: float, mention: str | None = None,
-         disc: realness_model.Realness | None = None) -> Selection:
+def rank(selection: Selection, style: Style, target: float, mention: str | None = None) -> Selection:
     """Orders the passed candidates, best first, and records why in each one's score:
-    a reply sharing more of the mention's topic words first, then (with a realness
-    discriminator) the candidates within REALNESS_BAND of the `target` quantile of the
-    account's own posts' lengths (drawn per slot), most real-like first, then the rest
-    by the length nearest the target (without one: all by the length)."""
+    a reply sharing more of the mention's topic words first, then the length nearest
+    the `target` quantile of the account's own posts' lengths (drawn per slot)."""
     topic = set(content_words(mention)) if mention else set()
-    real = disc.score([v.final for v in selection.passed]) if disc is not None else None
     scored = []
-    for i, v in enumerate(selection.passed):
+    for v in selection.passed:
         q = style.quantile(len(v.final))
         parts = {"length": len(v.final), "length_quantile": round(q, 3), "target_quantile": round(target, 3),
                  "length_gap": round(abs(q - target), 3), "novelty": v.novelty}
-        if real is not None:
-            parts["realness"] = round(float(real[i]), 3)
         if mention is not None:
             parts["topic_words"] = len(topic.intersection(vocabulary.words(v.final)))
         scored.append(replace(v, score=parts))
-
-    def key(v):
-        gap = v.score["length_gap"]
-        if real is None:
-            return (-min(v.score.get("topic_words", 0), 2), 0, gap)
-        in_band = gap <= REALNESS_BAND
-        return (-min(v.score.get("topic_words", 0), 2), 0 if in_band else 1, -v.score["realness"] if in_band else gap)
-
-    scored.sort(key=key)
+    scored.sort(key=lambda v: (-min(v.score.get("topic_words", 0), 2), v.score["length_gap"]))
     ranked = [replace(v, rank=i + 1) for i, v in enumerate(scored)]
     return Selection(ranked, selection.rejected, selection.batches)

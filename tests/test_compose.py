@@ -124,8 +124,7 @@ def test_scheduled_posts_are_ranked_and_explained(tiny, account):
                   style=Style.of(texts))
     assert sel.best is not None and sel.best.rank == 1
     for v in sel.passed:
-        assert not v.final.startswith("@") and set(v.score) >= {"length", "length_quantile", "length_gap", "novelty",
-                                                                "realness"}
+        assert not v.final.startswith("@") and set(v.score) >= {"length", "length_quantile", "length_gap", "novelty"}
     strict = ContentChecks(known_words=known_words(words.count(texts)))
     assert any(r.startswith("unknown-word") for _, rs in strict.check_many([v.final for v in sel.passed]) for r in rs)
     row = sel.best.as_json()
@@ -140,8 +139,8 @@ def test_more_batches_are_drawn_only_while_no_candidate_fits_the_drawn_length(ti
         sel = compose(tiny, index, checks, ComposeParams(candidates=24, max_batches=3), seed=seed, style=style)
         assert 1 <= sel.batches <= 3
         assert len(sel.passed) + len(sel.rejected) <= 24 * sel.batches
-        if sel.batches < 3:  # it stopped early: because a passed one fits
-            assert min(v.score["length_gap"] for v in sel.passed) <= LENGTH_TOLERANCE
+        if sel.batches < 3:  # it stopped early: because the best one fits
+            assert sel.best.score["length_gap"] <= LENGTH_TOLERANCE
         seen_batches.add(sel.batches)
         # the pool of every batch drawn is ranked together
         assert [v.rank for v in sel.passed] == list(range(1, len(sel.passed) + 1))
@@ -176,45 +175,3 @@ def test_a_reply_quoting_the_mention_is_rejected():
     sel = _no_quotes(Selection([_verdict(quote), _verdict("Flood insurance is a scam")]), mention)
     assert [v.final for v in sel.passed] == ["Flood insurance is a scam"]
     assert sel.rejected[0].reasons[-1].startswith("quotes-mention")
-
-
-def _scrambled(text: str) -> str:
-    """What a bad model writes: the same letters, each word's reversed."""
-    return " ".join(w[::-1] for w in text.split())
-
-
-def test_the_realness_discriminator_tells_real_posts_from_samples(account):
-    from bot.realness import Realness, grams
-
-    # as the benchmark's analyzer="char_wb": 1-4-grams of each word padded with spaces
-    assert grams("Hi") == [" ", "h", "i", " ", " h", "hi", "i ", " hi", "hi ", " hi "]
-    texts, _ = account
-    real = [t for t in texts if len(t.split()) >= 4]
-    train, held = real[: len(real) * 2 // 3], real[len(real) * 2 // 3 :]
-    fake = [_scrambled(t) for t in train[::2]]
-    disc = Realness.fit(train, fake)
-    r, f = disc.score(held), disc.score([_scrambled(t) for t in held])
-    assert (r > 0).mean() > 0.9 and (f < 0).mean() > 0.9, ((r > 0).mean(), (f < 0).mean())
-    assert len(disc.score([])) == 0
-
-
-def test_the_ranking_prefers_the_more_real_like_candidate_of_the_drawn_length(account):
-    from bot.compose import REALNESS_BAND
-    from bot.realness import Realness
-
-    texts, _ = account
-    real = [t for t in texts if len(t.split()) >= 4]
-    disc = Realness.fit(real[:-50], [_scrambled(t) for t in real[:-50:2]])
-    style = Style.of(texts)
-    post = max(real[-50:], key=len)
-    odd = _scrambled(post)  # as long, but reads machine-made
-    q = style.quantile(len(post))
-    for cands in ([odd, post], [post, odd]):
-        ranked = rank(Selection([_verdict(t) for t in cands]), style, q, disc=disc)
-        assert ranked.best.final == post and ranked.best.score["realness"] > ranked.passed[1].score["realness"]
-        plain = rank(Selection([_verdict(t) for t in cands]), style, q)  # no discriminator: length only
-        assert plain.best.final == cands[0] and "realness" not in plain.best.score
-    # outside the length band the length decides first: the account's lengths are kept
-    far = min((t for t in real[-50:] if abs(style.quantile(len(t)) - q) > REALNESS_BAND), key=len)
-    ranked = rank(Selection([_verdict(far), _verdict(odd)]), style, q, disc=disc)
-    assert ranked.best.final == odd
