@@ -78,6 +78,22 @@ def kill9(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
+def own_network_address() -> str | None:
+    """An address of this machine that is not loopback (None if it has none): for tests
+    that a sandbox's admin routes refuse clients from the network."""
+    import socket
+
+    from bot.settings import is_loopback
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # UDP connect sends nothing; it picks the outgoing address
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if is_loopback(address) or address == "0.0.0.0" else address
+
+
 def stop(proc: subprocess.Popen, timeout: float = 10.0) -> float:
     """SIGTERM; the daemon must exit 0 within `timeout`. Returns the seconds it took."""
     t0 = time.monotonic()

@@ -35,7 +35,8 @@ from bot.sandbox.mastodon import (
     Sandbox,
     start_sandbox,
 )
-from bot.settings import Settings, is_loopback
+from bot.settings import Settings
+from tests.bot_helpers import own_network_address
 from tests.worlds import mastodon_world  # noqa: F401  (a fixture)
 
 TARGET = "targetacct"
@@ -536,18 +537,8 @@ def test_rate_limit_of_300_per_5_minutes(sb):
     assert api(sb, "GET", "/api/v1/instance", token=FAN_ACCESS_TOKEN).status_code == 200  # per token
 
 
-def _own_network_address() -> str | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # UDP connect sends nothing; it picks the outgoing address
-            address = probe.getsockname()[0]
-        except OSError:
-            return None
-    return None if is_loopback(address) or address == "0.0.0.0" else address
-
-
 def test_admin_routes_answer_only_loopback_clients():
-    address = _own_network_address()
+    address = own_network_address()
     if address is None:
         pytest.skip("this machine has no non-loopback address to connect from")
     try:

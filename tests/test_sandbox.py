@@ -32,7 +32,7 @@ from bot.sandbox.x import (
 )
 from bot.platforms.x import XClient
 
-from tests.bot_helpers import REPO
+from tests.bot_helpers import REPO, own_network_address
 
 OAUTH = OAuth1(SANDBOX_CONSUMER_KEY, SANDBOX_CONSUMER_SECRET, SANDBOX_ACCESS_TOKEN, SANDBOX_ACCESS_TOKEN_SECRET)
 BEARER = {"Authorization": f"Bearer {SANDBOX_BEARER_TOKEN}"}
@@ -383,19 +383,8 @@ def test_cli_refuses_a_public_host_without_public():
     assert "--public" in done.stderr and done.stdout == ""
 
 
-def _own_network_address() -> str | None:
-    """An address of this machine that is not loopback (None if it has none)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # UDP connect sends nothing; it picks the outgoing address
-            address = probe.getsockname()[0]
-        except OSError:
-            return None
-    return None if is_loopback(address) or address == "0.0.0.0" else address
-
-
 def test_admin_routes_answer_only_loopback_clients():
-    address = _own_network_address()
+    address = own_network_address()
     if address is None:
         pytest.skip("this machine has no non-loopback address to connect from")
     try:
