@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,9 +78,10 @@ def kill9(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
-def own_network_address() -> str | None:
-    """An address of this machine that is not loopback (None if it has none): for tests
-    that a sandbox's admin routes refuse clients from the network."""
+def on_network_address(start_sandbox: Callable[..., Any]) -> Any:
+    """A sandbox served on an address of this machine that is not loopback, for tests
+    that its admin routes refuse clients from the network; the test is skipped where
+    the machine has no such address or may not bind it."""
     import socket
 
     from bot.settings import is_loopback
@@ -90,8 +91,13 @@ def own_network_address() -> str | None:
             probe.connect(("192.0.2.1", 9))  # UDP connect sends nothing; it picks the outgoing address
             address = probe.getsockname()[0]
         except OSError:
-            return None
-    return None if is_loopback(address) or address == "0.0.0.0" else address
+            address = None
+    if address is None or is_loopback(address) or address == "0.0.0.0":
+        pytest.skip("this machine has no non-loopback address to connect from")
+    try:
+        return start_sandbox(seed=None, host=address)
+    except Exception as exc:  # noqa: BLE001 (a container may not let us bind it)
+        pytest.skip(f"cannot serve on {address}: {exc}")
 
 
 def stop(proc: subprocess.Popen, timeout: float = 10.0) -> float:

@@ -32,7 +32,7 @@ from bot.sandbox.x import (
 )
 from bot.platforms.x import XClient
 
-from tests.bot_helpers import REPO, own_network_address
+from tests.bot_helpers import REPO, on_network_address
 
 OAUTH = OAuth1(SANDBOX_CONSUMER_KEY, SANDBOX_CONSUMER_SECRET, SANDBOX_ACCESS_TOKEN, SANDBOX_ACCESS_TOKEN_SECRET)
 BEARER = {"Authorization": f"Bearer {SANDBOX_BEARER_TOKEN}"}
@@ -384,13 +384,7 @@ def test_cli_refuses_a_public_host_without_public():
 
 
 def test_admin_routes_answer_only_loopback_clients():
-    address = own_network_address()
-    if address is None:
-        pytest.skip("this machine has no non-loopback address to connect from")
-    try:
-        sandbox = start_sandbox(seed=None, host=address)
-    except Exception as exc:  # noqa: BLE001 (a container may not let us bind it)
-        pytest.skip(f"cannot serve on {address}: {exc}")
+    sandbox = on_network_address(start_sandbox)
     with sandbox:
         # Connecting to our own network address, the peer address is that address, not loopback.
         for method, path, body in (("GET", "/sandbox/posts?username=sandbox_fan", None),
