@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import itertools
 import json
 import logging
 import os

@@ -110,7 +110,8 @@ def account_model(acct: Account, models_dir: Path) -> tuple[Path, dict, bool]:
     wanted = fingerprint(acct.train)
     if path.is_file():
         meta = load(path).meta
-        if meta.get("data_fingerprint") == wanted:
+        # "vocab_added": made by a trainer that learns the account's own characters
+        if meta.get("data_fingerprint") == wanted and "vocab_added" in meta:
             return path, meta, True
     log(f"@{acct.handle}: fine-tuning on {len(acct.train)} posts ({FINETUNE_SECONDS} s budget) ...")
     art = finetune(load(DEFAULT_BASE), acct.train, max_seconds=FINETUNE_SECONDS)
@@ -276,12 +277,20 @@ def system_metrics(name: str, got: list[str], replies: list[str | None] | None, 
         "real_word_share": qm.real_word_share(got, ctx.base_counts, ctx.account_counts, REAL_WORD_MIN),
         "opens_with_handle": qm.opens_with_handle_share(got),
         "detectability": qm.detectability(reference, compared, ctx.seed),
+        "detectability_as_posted": _detectability_as_posted(reference, compared, ctx.seed),
         "attributed_right": ctx.attribution.share(got, ctx.acct.handle),
         "copy_rate": ctx.copies.rate(got),
         "distinct_bigrams_100": qm.distinct_bigrams(got),
         "duplicates": qm.duplicate_share(got),
         **{f"reply_{k}": v for k, v in qm.reply_metrics(ctx.mentions[: len(paired)], paired).items()},
     }
+
+
+def _detectability_as_posted(texts_a: list[str], texts_b: list[str], seed: int) -> float:
+    """Detectability with both sides as the bot's rules allow (qm.as_posted); texts
+    left empty (a bare link) are dropped."""
+    a, b = ([t for t in map(qm.as_posted, side) if t] for side in (texts_a, texts_b))
+    return qm.detectability(a, b, seed)
 
 
 def measure_account(acct: Account, ctx: Context, run: BotRun, markov: MarkovBot, n_posts: int) -> dict:
@@ -298,6 +307,8 @@ def measure_account(acct: Account, ctx: Context, run: BotRun, markov: MarkovBot,
                                          markov_replies, ctx),
     }
     systems["real new posts"]["detectability_at_bot_size"] = qm.detectability(
+        texts(acct.older)[: len(run.posts)], texts(acct.new)[: len(run.posts)], ctx.seed)
+    systems["real new posts"]["detectability_as_posted_at_bot_size"] = _detectability_as_posted(
         texts(acct.older)[: len(run.posts)], texts(acct.new)[: len(run.posts)], ctx.seed)
     for name, secs, skipped in (("bot posts", run.post_seconds, run.skipped_posts),
                                 ("bot replies", run.reply_seconds, run.skipped_replies)):
@@ -320,6 +331,8 @@ ROWS = [  # (key, label, format)
     ("opens_with_handle", "opens with @handle", "{:.3f}"),
     ("detectability", "detectability (0.5 = none)", "{:.3f}"),
     ("detectability_at_bot_size", "  floor at bot posts' size", "{:.3f}"),
+    ("detectability_as_posted", "  same, links and reply @s cut", "{:.3f}"),
+    ("detectability_as_posted_at_bot_size", "  its floor at bot posts' size", "{:.3f}"),
     ("attributed_right", "attributed to the account", "{:.3f}"),
     ("copy_rate", "copy rate (8-word run/same)", "{:.3f}"),
     ("distinct_bigrams_100", "distinct bigrams, 100 texts", "{:.3f}"),
@@ -348,6 +361,8 @@ def print_report(results: dict[str, dict]) -> None:
     print(head)
     for key, label, pattern in (("train_posts", "training posts", "{:.0f}"), ("new_posts", "real new posts", "{:.0f}"),
                                 ("heldout_bits_per_char", "held-out bits/char", "{:.3f}"),
+                                ("heldout_bits_per_char_base_vocab", "  its own characters as UNK", "{:.3f}"),
+                                ("vocab_added", "characters added", "{:.0f}"),
                                 ("train_seconds", "fine-tuning seconds", "{:.0f}")):
         print(f"{label:<30}" + "".join(f"{fmt(results[h]['model'].get(key), pattern):>{width}}" for h in handles))
     for system in SYSTEMS:
@@ -448,7 +463,8 @@ def main() -> None:
         r = measure_account(acct, ctx, run, markov, args.posts)
         r["model"] = {"train_posts": len(acct.train), "new_posts": len(acct.new), "cached": cached,
                       "heldout_bits_per_char": meta.get("heldout_bits_per_char"),
-                      "train_seconds": meta.get("train_seconds")}
+                      "heldout_bits_per_char_base_vocab": meta.get("heldout_bits_per_char_base_vocab"),
+                      "vocab_added": meta.get("vocab_added"), "train_seconds": meta.get("train_seconds")}
         r["bot"] = {"skip_reasons": dict(run.skip_reasons), "errors": run.errors,
                     "post_seconds": [round(s, 4) for s in run.post_seconds],
                     "reply_seconds": [round(s, 4) for s in run.reply_seconds]}

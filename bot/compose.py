@@ -7,9 +7,10 @@ How the post is chosen among the candidates that passed the filter (bench/qualit
 measured the alternatives; BENCHMARKS.md): not the most novel one (mostly the shortest
 and oddest) nor the most probable one (over-regular text is easier to tell from the
 account's), but the one whose length is nearest a length drawn from the account's own
-posts, so that what is posted has the account's spread of lengths. The content checks
-have already rejected invented words, repeated phrases, unclosed brackets and
-openings with an @handle.
+posts, so that what is posted has the account's spread of lengths. Every word was
+spelled from the allowed list as it was sampled (trainer/spelling.py), and the content
+checks have already rejected repeated phrases, unclosed brackets and openings with an
+@handle.
 
 A reply starts with one of the mention's content words (preferring words the account
 itself uses), so it takes up the mention's topic in the account's voice; the mention's
@@ -27,6 +28,7 @@ from bot.originality import Checks, NearCopyIndex, Selection, canonical_tokens, 
 from trainer import words as vocabulary
 from trainer.model import Artifact
 from trainer.sample import StepNet, sample
+from trainer.spelling import Speller
 
 LENGTH_TOLERANCE = 0.05  # a passed candidate this near the drawn length quantile ends the drawing
 KEYWORDS = 3  # a reply's candidates are shared among the mention's first 3 content words
@@ -113,6 +115,8 @@ def compose(
     mention with no words), judged and ranked. `selection.best.final` is the text to post; `selection.best` is None when
     nothing passed (skip the slot, log why)."""
     net = net or StepNet(artifact)
+    # every word spelled from the list the content check holds it to (trainer/spelling.py)
+    speller = Speller(artifact.vocab, checks.known_words) if checks.known_words is not None else None
     keywords = reply_keywords(mention, style) if mention else []
     is_reply = mention is not None
     draws = iter(range(params.max_batches))
@@ -122,17 +126,16 @@ def compose(
         rng_seed = None if seed is None else seed + 1000 * n
         if not keywords:
             return sample(artifact, params.candidates, temperature=params.temperature, top_p=params.top_p,
-                          seed=rng_seed, net=net, never_first="" if is_reply else NEVER_FIRST)
+                          seed=rng_seed, net=net, never_first="" if is_reply else NEVER_FIRST, speller=speller)
         texts = []
         share = -(-params.candidates // len(keywords))
         for i, word in enumerate(keywords):
             prime = word[:1].upper() + word[1:] + " "
             texts += sample(artifact, share, temperature=params.temperature, top_p=params.top_p, prime=prime,
-                            seed=None if rng_seed is None else rng_seed + i, net=net)
+                            seed=None if rng_seed is None else rng_seed + i, net=net, speller=speller)
         return texts
 
-    # Longer candidates fail the checks more often (one invented word is enough), so a
-    # long drawn length may need more than one batch to be matched.
+    # A drawn length far from most candidates' may need more than one batch to be matched.
     target = random.Random(seed).random()
     total, seen = Selection(), set()
     ranked = total

@@ -111,12 +111,13 @@ def train_target(
     result = json.loads(stdout.strip().splitlines()[-1])
     store.set_cursor(f"trained_on:{name.lower()}", str(len(posts)))
     new_bpc, old_bpc = result["heldout_bits_per_char"], result.get("current_bits_per_char")
+    compared = result.get("heldout_bits_per_char_base_vocab", new_bpc)  # as old_bpc is scored
     outcome = {"handle": name, "heldout_bits_per_char": new_bpc, "current_bits_per_char": old_bpc,
                "train_seconds": result.get("train_seconds"), "version": version, "path": str(out)}
-    if old_bpc is not None and new_bpc > old_bpc:
+    if old_bpc is not None and compared > old_bpc:
         out.unlink(missing_ok=True)
         log.info("@%s: new model is worse on held-out posts (%.4f > %.4f bits/char): kept version %s",
-                 name, new_bpc, old_bpc, current["version"])
+                 name, compared, old_bpc, current["version"])
         return {**outcome, "replaced": False}
     store.register_model(name, {
         "path": str(out), "version": version, "posts": len(posts), "train_posts": result.get("train_posts"),
@@ -172,13 +173,18 @@ def _child(argv: list[str] | None = None) -> int:
     try:
         posts, base = read_posts(args.posts), load(args.base)
         _, _, heldout = split_account(posts)  # too few posts: said before TensorFlow loads
-        from trainer.evaluate import bits_per_char
+        from trainer.evaluate import symbol_log_probs, to_bits
         from trainer.train import finetune
 
         artifact = finetune(base, posts, max_seconds=args.max_seconds)
         current_bpc = None
         if args.current:
-            current_bpc = round(bits_per_char(load(args.current), heldout), 4)
+            # both scored with the characters they added to the base vocabulary as UNK:
+            # each model adds the account's own, and naming them costs bits the other
+            # model never pays (trainer.evaluate.symbol_log_probs)
+            current = load(args.current)
+            base_size = len(base.vocab) if current.vocab.itos[: len(base.vocab)] == base.vocab.itos else None
+            current_bpc = round(to_bits(symbol_log_probs(current, heldout, base_size=base_size)), 4)
         save(artifact, args.out)
     except TrainerError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -26,6 +26,7 @@ from bot.sandbox.x import BOT_USERNAME
 from bot.settings import Settings
 from bot.store import Store
 from tests.bot_helpers import REPO, kill9, register_model, start_bot, tiny_base_path, wait_for  # noqa: F401
+from trainer.model import load
 
 TARGET = "realDonaldTrump"
 
@@ -188,6 +189,18 @@ def test_a_hung_finetune_child_is_stopped(ready, monkeypatch):
         with pytest.raises(Exception, match="did not finish within 0.5 s"):
             training.train_target(store, TARGET, ready, max_seconds=0.5)
         assert time.monotonic() - t0 < 10
+
+
+def test_a_new_model_is_compared_with_the_current_one_as_the_base_vocabulary_scores_them(ready):
+    """Each model adds the account's own characters to the vocabulary (🇺🇸 ...), and naming
+    them costs bits the base's UNK does not: the models are compared with them as UNK."""
+    with Store(ready.data_dir) as store:
+        first = training.train_target(store, TARGET, ready, max_seconds=1)
+        made = load(first["path"]).meta
+        assert first["replaced"] and made["vocab_added"] > 0
+        assert made["heldout_bits_per_char_base_vocab"] < made["heldout_bits_per_char"]
+        second = training.train_target(store, TARGET, ready, max_seconds=1)
+        assert second["current_bits_per_char"] == pytest.approx(made["heldout_bits_per_char_base_vocab"], abs=2e-4)
 
 
 # --- 5. rotation ---------------------------------------------------------------------------------

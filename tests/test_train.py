@@ -5,13 +5,15 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from trainer import data, model
 from trainer.data import MIN_FINETUNE_POSTS, Vocab
 from trainer.errors import TrainerError
-from trainer.evaluate import bits_per_char
+from trainer.evaluate import bits_per_char, symbol_log_probs, to_bits
 from trainer.model import Artifact, ModelConfig
+from trainer.sample import sample
 from trainer.train import FINETUNE_TRAIN, TrainConfig, finetune, fit
 
 from tests.trainer_helpers import account_posts, base_sample, shared_data
@@ -61,6 +63,47 @@ def test_finetuned_beats_base_on_held_out_posts(tiny_base, account):
     assert tuned.meta["heldout_bits_per_char"] < tuned.meta["heldout_network_bits_per_char"] - 0.05
     assert tuned.meta["heldout_bits_per_char"] < tuned.meta["heldout_ngram_bits_per_char"]
     assert bits_per_char(tuned, heldout) == pytest.approx(tuned.meta["heldout_bits_per_char"], abs=1e-3)
+
+
+def test_a_grown_vocabulary_starts_as_the_model_it_grew_from(tiny_base):
+    """New characters start as UNK: every old character keeps its probability, and UNK's
+    is shared among UNK and the new ones."""
+    grown_vocab = tiny_base.vocab.extended(["👍 ok 👍 🇺🇸"] * 5, min_count=5)
+    assert grown_vocab.chars[-3:] == ["👍", "🇺", "🇸"] and grown_vocab.chars[:-3] == tiny_base.vocab.chars
+    grown = Artifact(tiny_base.config, grown_vocab, model.grow_vocab(tiny_base, grown_vocab))
+    ids = tiny_base.vocab.encode("Flood warning for the river")[None, :]
+    before = _probs(tiny_base, ids)
+    after = _probs(grown, ids)
+    old = len(tiny_base.vocab)
+    assert after[..., : data.UNK] == pytest.approx(before[..., : data.UNK], abs=1e-6)
+    assert after[..., data.UNK + 1 : old] == pytest.approx(before[..., data.UNK + 1 :], abs=1e-6)
+    unk_now = after[..., data.UNK] + after[..., old:].sum(-1)
+    assert unk_now == pytest.approx(before[..., data.UNK], abs=1e-6)
+    assert after[..., old:] == pytest.approx(np.repeat(after[..., data.UNK : data.UNK + 1], 3, axis=-1), abs=1e-7)
+    # so, scored with the new characters as UNK again, it predicts posts as the base did
+    posts = [replace(p, text=p.text + " 👍🇺🇸") for p in account_posts()[:50]]
+    assert to_bits(symbol_log_probs(grown, posts, base_size=old)) == pytest.approx(bits_per_char(tiny_base, posts),
+                                                                                  abs=1e-4)
+    assert bits_per_char(grown, posts) > bits_per_char(tiny_base, posts)  # naming 👍 costs more than "UNK"
+
+
+def _probs(art: Artifact, ids) -> np.ndarray:
+    logits = model.to_keras(art)(ids).numpy().astype(np.float64)
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_finetuning_learns_the_accounts_own_characters(tiny_base):
+    """Characters the base vocabulary lacks (most emoji) become the account model's own
+    symbols, and what it writes uses them; before, they were UNK and never written."""
+    posts = list(account_posts())
+    assert "🦅" not in tiny_base.vocab.stoi
+    marked = [replace(p, text=p.text + " 🦅") if i % 2 else p for i, p in enumerate(posts)]
+    cfg = replace(FINETUNE_TRAIN, learning_rate=5e-3, batch_size=64, steps_per_epoch=20, max_epochs=2)
+    tuned = finetune(tiny_base, marked, max_seconds=None, cfg=cfg)
+    assert "🦅" in tuned.vocab.stoi
+    texts = sample(tuned, 200, seed=3)
+    assert sum("🦅" in t for t in texts) >= 20
 
 
 def test_time_budget_is_kept(tiny_base):

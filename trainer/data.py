@@ -7,6 +7,7 @@ import gzip
 import json
 import math
 import random
+import unicodedata
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,14 @@ def split_account(posts: list[Post]) -> tuple[list[Post], list[Post], list[Post]
     return train, stop_slice, heldout
 
 
+ACCOUNT_CHAR_MIN = 5  # an account's character the base vocabulary lacks is added from this many uses
+ACCOUNT_CHARS_MAX = 48
+
+
+def _is_space_or_control(ch: str) -> bool:
+    return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cs", "Cn")
+
+
 class Vocab:
     """Characters <-> ids. Fixed by the base model; unseen characters map to UNK."""
 
@@ -151,6 +160,19 @@ class Vocab:
         room = max_size - len(SPECIALS) - len(base)
         extra = [c for c, n in counts.most_common() if c not in base and n >= 20][:room]
         return cls(base + extra)
+
+    def extended(self, texts: Iterable[str], min_count: int = ACCOUNT_CHAR_MIN,
+                 most: int = ACCOUNT_CHARS_MAX) -> "Vocab":
+        """This vocabulary plus the characters of `texts` it lacks that they use at least
+        `min_count` times (the `most` most frequent). The base corpus's top 256
+        characters leave out most emoji, and an account's own (AndrewYang's 👍 and 🇺🇸,
+        in 44% of his posts) would otherwise be UNK, which is never sampled."""
+        counts: collections.Counter[str] = collections.Counter()
+        for t in texts:
+            counts.update(t)
+        new = [c for c, n in counts.most_common() if n >= min_count and c not in self.stoi
+               and c != "\ufffd" and not _is_space_or_control(c)][:most]
+        return Vocab(self.chars + new) if new else self
 
 
 def encode_posts(vocab: Vocab, posts: Iterable[Post]) -> list[np.ndarray]:

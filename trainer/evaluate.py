@@ -49,11 +49,22 @@ def _forward(model):
     return _forwards[model]
 
 
-def symbol_log_probs(artifact: Artifact, posts: list[Post], model=None, table: bool = True) -> np.ndarray:
+def symbol_log_probs(artifact: Artifact, posts: list[Post], model=None, table: bool = True,
+                     base_size: int | None = None) -> np.ndarray:
     """Natural log-probability of every scored symbol (each post's characters, then
     its end-of-post): the network mixed with the artifact's n-gram table when it
-    has one and `table` is true, else the network alone."""
+    has one and `table` is true, else the network alone.
+
+    With `base_size`, scored as if the vocabulary ended there: UNK and every symbol
+    from base_size on count as one (UNK). An account's model adds its own characters
+    to the base vocabulary (Vocab.extended), and naming 👍 is harder than saying
+    "some unknown character": this keeps its figure comparable with the base model's."""
     encoded = data.encode_posts(artifact.vocab, posts)
+    merged = None
+    if base_size is not None:
+        merged = np.zeros(len(artifact.vocab), bool)
+        merged[data.UNK] = True
+        merged[base_size:] = True
     per_post: list[np.ndarray] = [np.zeros(0)] * len(encoded)
     weights = np.asarray(artifact.meta.get("mixture_weights", []))
     for rows, logp in network_rows(artifact, encoded, model):
@@ -61,9 +72,9 @@ def symbol_log_probs(artifact: Artifact, posts: list[Post], model=None, table: b
         symbols = ngram.targets(chosen)
         if table and artifact.ngram is not None:
             table_p, bucket = artifact.ngram.distributions(ngram.contexts(chosen))
-            picked = mixture.log_probs(logp, table_p, weights, bucket, symbols)
+            picked = mixture.log_probs(logp, table_p, weights, bucket, symbols, merged)
         else:
-            picked = logp[np.arange(len(symbols)), symbols].astype(np.float64)
+            picked = mixture.pick(logp.astype(np.float64), symbols, merged)
         ends = np.cumsum([len(e) + 1 for e in chosen])
         for i, part in zip(rows, np.split(picked, ends[:-1])):
             per_post[i] = part

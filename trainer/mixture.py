@@ -38,12 +38,23 @@ def log_weights(net_logits: np.ndarray, table_p: np.ndarray, weights: np.ndarray
 
 
 def log_probs(net_logp: np.ndarray, table_p: np.ndarray, weights: np.ndarray, bucket: np.ndarray,
-              targets: np.ndarray) -> np.ndarray:
-    """Natural log-probability of each row's target symbol under the mixture."""
+              targets: np.ndarray, merged: np.ndarray | None = None) -> np.ndarray:
+    """Natural log-probability of each row's target symbol under the mixture (of the
+    class `merged` as one symbol, for a target in it: see evaluate.symbol_log_probs)."""
     lw = log_weights(net_logp.astype(np.float64), table_p.astype(np.float64), weights, bucket)
+    return pick(lw, targets, merged)
+
+
+def pick(lw: np.ndarray, targets: np.ndarray, merged: np.ndarray | None = None) -> np.ndarray:
+    """Normalized log-probability of each row's target from unnormalized log weights."""
     top = lw.max(axis=1, keepdims=True)
-    log_z = np.log(np.exp(lw - top).sum(axis=1)) + top[:, 0]
-    return lw[np.arange(len(targets)), targets] - log_z
+    e = np.exp(lw - top)
+    log_z = np.log(e.sum(axis=1)) + top[:, 0]
+    out = lw[np.arange(len(targets)), targets] - log_z
+    if merged is not None:
+        rows = np.flatnonzero(merged[targets])
+        out[rows] = np.log(e[np.ix_(rows, np.flatnonzero(merged))].sum(axis=1)) + top[rows, 0] - log_z[rows]
+    return out
 
 
 def fit(net_logp: np.ndarray, table_p: np.ndarray, targets: np.ndarray, bucket: np.ndarray) -> list[list[float]]:

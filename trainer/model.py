@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.data import Vocab
+from trainer.data import UNK, Vocab
 from trainer.errors import TrainerError
 from trainer.ngram import BUCKETS, NGram
 
@@ -62,6 +62,24 @@ def build_model(config: ModelConfig, vocab_size: int):
         x = layer(config.units, return_sequences=True)(x)
     logits = keras.layers.Dense(vocab_size)(x)
     return keras.Model(inputs, logits)
+
+
+def grow_vocab(artifact: Artifact, vocab: Vocab) -> list[np.ndarray]:
+    """The artifact's weights for a larger vocabulary that starts with its own. Each new
+    character starts as UNK: the base model saw it as UNK, so its contexts are known,
+    and the output's UNK mass is shared among the new ones rather than multiplied."""
+    old, new = len(artifact.vocab), len(vocab)
+    if vocab.itos[:old] != artifact.vocab.itos:
+        raise TrainerError("the new vocabulary does not extend the model's")
+    if new == old:
+        return list(artifact.weights)
+    emb, *middle, out_w, out_b = artifact.weights
+    added = new - old
+    emb = np.concatenate([emb, np.repeat(emb[UNK : UNK + 1], added, axis=0)])
+    out_w = np.concatenate([out_w, np.repeat(out_w[:, UNK : UNK + 1], added, axis=1)], axis=1)
+    out_b = np.concatenate([out_b, np.full(added, out_b[UNK] - np.log(added + 1), out_b.dtype)])
+    out_b[UNK] -= np.log(added + 1)
+    return [emb, *middle, out_w, out_b]
 
 
 def to_keras(artifact: Artifact):

@@ -17,6 +17,7 @@ from trainer import mixture, ngram
 from trainer.data import EOS, PAD, UNK, Vocab
 from trainer.errors import TrainerError
 from trainer.model import Artifact
+from trainer.spelling import Speller
 from trainer.text import MAX_WEIGHTED_LENGTH, URL_SYMBOL, normalize, weighted_length
 
 MAX_STEPS = 320  # characters; X's limit is 280 weighted
@@ -164,13 +165,15 @@ def sample(
     allow_urls: bool = False,
     net: StepNet | None = None,
     never_first: str = "",
+    speller: Speller | None = None,
 ) -> list[str]:
     """Up to n new posts; each ends at the model's end-of-post and fits X's weighted
     length (longer ones are dropped, not cut, so no post ends mid-word).
 
     `prime` is the text every post starts with (replies use it to follow a mention);
     it is part of the returned text. No post continues the prime with a character of
-    `never_first` (the bot passes "@." so that a post never opens like a reply)."""
+    `never_first` (the bot passes "@." so that a post never opens like a reply).
+    With a `speller` (spelling.py) every word written is one of its allowed words."""
     if n < 1:
         return []
     if temperature <= 0 or not 0 < top_p <= 1 or top_k < 0:
@@ -188,7 +191,8 @@ def sample(
     logits, state = net.step(np.array([EOS], np.int32), net.initial_state(1))
     for i in prime_ids:
         logits, state = net.step(np.array([i], np.int32), state)
-    start = _Start(logits[0], [s[0] for s in state], ngram.start_context(prime_ids))
+    start = _Start(logits[0], [s[0] for s in state], ngram.start_context(prime_ids),
+                   speller.run(prime_ids) if speller else None)
     # Bounded: a model that never ends a post yields nothing rather than running on.
     # Generous, because a weak model at a low temperature may end only one candidate
     # in several within 280 characters.
@@ -196,7 +200,7 @@ def sample(
     first = [artifact.vocab.stoi[c] for c in never_first if c in artifact.vocab.stoi]
     with np.errstate(over="ignore"):
         texts = _run(net, Mixer(artifact, temperature), start, width, n, 8 * n + width, rng, top_k, top_p,
-                     forbidden, _char_weights(artifact.vocab), budget, first)
+                     forbidden, _char_weights(artifact.vocab), budget, first, speller)
     texts = [(prime + artifact.vocab.decode(t)).strip() for t in texts]
     return [t for t in texts if len(t) > len(prime.strip()) and weighted_length(t) <= MAX_WEIGHTED_LENGTH][:n]
 
@@ -204,12 +208,12 @@ def sample(
 class _Start:
     """Where every candidate begins: the network's output and state after the prime."""
 
-    def __init__(self, logits: np.ndarray, state: list[np.ndarray], context: np.uint64):
-        self.logits, self.state, self.context = logits, state, context
+    def __init__(self, logits: np.ndarray, state: list[np.ndarray], context: np.uint64, spelling=None):
+        self.logits, self.state, self.context, self.spelling = logits, state, context, spelling
 
 
 def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, char_weight,
-         budget, first_forbidden=()) -> list[np.ndarray]:
+         budget, first_forbidden=(), speller: Speller | None = None) -> list[np.ndarray]:
     """Sample until n posts have ended in time or `limit` candidates were started;
     returns the ended posts' ids (without the prime)."""
     logits = np.repeat(start.logits[None, :], width, axis=0)
@@ -218,6 +222,7 @@ def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, char_
     chars = np.full((width, MAX_STEPS), PAD, np.int32)
     length = np.zeros(width, np.int64)
     weight = np.zeros(width, np.int64)
+    spelling = [start.spelling] * width  # each row's place in its word (spelling.py)
     started, finished_so_far, done = width, 0, []
     while len(logits):
         p = mixer(logits, context, forbidden)
@@ -225,6 +230,7 @@ def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, char_
             fresh_rows = np.flatnonzero(length == 0)
             if len(fresh_rows):
                 p[np.ix_(fresh_rows, first_forbidden)] = 0.0
+        stuck = _spell(p, spelling, speller) if speller else None
         ids = _choose(p, rng, top_k, top_p)
         rows = np.arange(len(ids))
         chars[rows, length] = ids
@@ -232,6 +238,10 @@ def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, char_
         weight += char_weight[ids]
         ended = ids == EOS
         finished = ended | (weight > budget) | (length >= MAX_STEPS)
+        if stuck is not None:
+            finished |= stuck
+            ended &= ~stuck
+            spelling = [speller.after(st, i) for st, i in zip(spelling, ids.tolist())]
         for r in np.flatnonzero(ended & (weight <= budget) & (length > 1)):
             done.append(chars[r, : length[r] - 1].copy())
         logits, state = net.step(ids, state)
@@ -252,12 +262,36 @@ def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, char_
         chars[fresh] = PAD
         for s, s0 in zip(state, start.state):
             s[fresh] = s0
+        for r in fresh.tolist():
+            spelling[r] = start.spelling
         keep = ~finished
         keep[fresh] = True
         if not keep.all():
             logits, context, chars, length, weight = (a[keep] for a in (logits, context, chars, length, weight))
             state = [s[keep] for s in state]
+            spelling = [st for st, k in zip(spelling, keep.tolist()) if k]
     return done
+
+
+def _spell(p: np.ndarray, spelling: list, speller: Speller) -> np.ndarray:
+    """Zeroes, in place, what the rows' words may not go on with. Returns the rows left
+    with nothing to write (a word whose only endings the vocabulary lacks): they are
+    given EOS to draw and must be dropped, not kept as posts."""
+    rows, masks = [], []
+    for r, st in enumerate(spelling):
+        mask = speller.allowed(st)
+        if mask is not None:
+            rows.append(r)
+            masks.append(mask)
+    stuck = np.zeros(len(p), bool)
+    if rows:
+        sub = p[rows]
+        sub[~np.stack(masks)] = 0.0
+        dead = ~(sub > 0).any(axis=1)
+        sub[dead, EOS] = 1.0
+        p[rows] = sub
+        stuck[np.asarray(rows)[dead]] = True
+    return stuck
 
 
 def _char_weights(vocab: Vocab) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 from trainer import data, mixture, ngram
 from trainer.data import Post, Vocab, split_account
 from trainer.errors import TrainerError
-from trainer.model import Artifact, ModelConfig, build_model, save
+from trainer.model import Artifact, ModelConfig, build_model, grow_vocab, save
 from trainer.ngram import NGram
 from trainer.tfimport import tensorflow_and_keras
 
@@ -249,11 +249,11 @@ def finetune(
 
     t0 = time.monotonic()
     train, stop_slice, heldout = split_account(posts)
-    vocab = base.vocab
+    vocab = base.vocab.extended(p.text for p in train + stop_slice)
     train_enc, stop_enc = data.encode_posts(vocab, train), data.encode_posts(vocab, stop_slice)
     model = build_model(base.config, len(vocab))
     if not from_scratch:
-        model.set_weights(base.weights)
+        model.set_weights(grow_vocab(base, vocab))
     cfg = replace(cfg, max_seconds=max_seconds)
     if from_scratch:
         cfg = replace(cfg, learning_rate=BASE_TRAIN.learning_rate, patience=cfg.patience + 2)
@@ -271,6 +271,7 @@ def finetune(
     recent_pass(model, train_enc[-recent:] + stop_enc[-recent:], cfg)
     artifact.weights = model.get_weights()
     heldout_bpc = to_bits(symbol_log_probs(artifact, heldout, model))
+    base_vocab_bpc = to_bits(symbol_log_probs(artifact, heldout, model, base_size=len(base.vocab)))
     network_bpc = to_bits(symbol_log_probs(artifact, heldout, model, table=False))
     ngram_bpc = to_bits(np.log(artifact.ngram.score(data.encode_posts(vocab, heldout))))
     artifact.meta = {
@@ -278,9 +279,12 @@ def finetune(
         "base_fingerprint": base.meta.get("data_fingerprint"),
         "data_fingerprint": fingerprint(posts),
         "posts": len(posts),
+        "vocab_added": len(vocab) - len(base.vocab),  # the account's own characters (Vocab.extended)
         "train_posts": len(train),
         "heldout_posts": len(heldout),
         "heldout_bits_per_char": round(heldout_bpc, 4),
+        # the account's own characters as UNK, as the base model scores them
+        "heldout_bits_per_char_base_vocab": round(base_vocab_bpc, 4),
         "heldout_network_bits_per_char": round(network_bpc, 4),
         "heldout_ngram_bits_per_char": round(ngram_bpc, 4),
         "mixture_weights": weights,
