@@ -50,7 +50,8 @@ def as_posted(text: str) -> str:
     bot with real posts made the same way measures its writing, not those two rules:
     links alone are in 42-75% of four accounts' posts."""
     text = _URL_RE.sub(" ", visible(text).replace(URL_SYMBOL, " "))
-    return " ".join(_LEADING_HANDLES_RE.sub("", text.strip()).split())
+    text = _LEADING_HANDLES_RE.sub("", text.strip())
+    return "\n".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
 
 
 def words(text: str) -> list[str]:
