@@ -7,7 +7,6 @@ import gzip
 import json
 import math
 import random
-import unicodedata
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,10 +118,6 @@ ACCOUNT_CHAR_MIN = 5  # an account's character the base vocabulary lacks is adde
 ACCOUNT_CHARS_MAX = 48
 
 
-def _is_space_or_control(ch: str) -> bool:
-    return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cs", "Cn")
-
-
 class Vocab:
     """Characters <-> ids. Fixed by the base model; unseen characters map to UNK."""
 
@@ -170,8 +165,9 @@ class Vocab:
         counts: collections.Counter[str] = collections.Counter()
         for t in texts:
             counts.update(t)
-        new = [c for c, n in counts.most_common() if n >= min_count and c not in self.stoi
-               and c != "\ufffd" and not _is_space_or_control(c)][:most]
+        # texts are normalized (text.normalize): no control characters, spaces or line
+        # breaks but " " and "\n"; U+FFFD is what UNK decodes to, never a character of its own
+        new = [c for c, n in counts.most_common() if n >= min_count and c not in self.stoi and c != "\ufffd"][:most]
         return Vocab(self.chars + new) if new else self
 
 

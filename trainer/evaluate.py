@@ -59,26 +59,47 @@ def symbol_log_probs(artifact: Artifact, posts: list[Post], model=None, table: b
     from base_size on count as one (UNK). An account's model adds its own characters
     to the base vocabulary (Vocab.extended), and naming 👍 is harder than saying
     "some unknown character": this keeps its figure comparable with the base model's."""
+    return _scored(artifact, posts, model, table, [base_size])[0]
+
+
+def bits_per_char_both(artifact: Artifact, posts: list[Post], base_size: int, model=None) -> tuple[float, float]:
+    """Held-out bits per scored symbol as the artifact scores them, and at `base_size`
+    (symbol_log_probs), from one pass of the network."""
+    plain, merged = _scored(artifact, posts, model, True, [None, base_size])
+    return to_bits(plain), to_bits(merged)
+
+
+def _scored(artifact: Artifact, posts: list[Post], model, table: bool,
+            base_sizes: list[int | None]) -> list[np.ndarray]:
+    """symbol_log_probs at each of `base_sizes`, one pass of the network for all."""
     encoded = data.encode_posts(artifact.vocab, posts)
-    merged = None
-    if base_size is not None:
-        merged = np.zeros(len(artifact.vocab), bool)
-        merged[data.UNK] = True
-        merged[base_size:] = True
-    per_post: list[np.ndarray] = [np.zeros(0)] * len(encoded)
+    masks = []
+    for size in base_sizes:
+        merged = None
+        if size is not None:
+            merged = np.zeros(len(artifact.vocab), bool)
+            merged[data.UNK] = True
+            merged[size:] = True
+        masks.append(merged)
+    per_post = [[np.zeros(0)] * len(encoded) for _ in masks]
     weights = np.asarray(artifact.meta.get("mixture_weights", []))
     for rows, logp in network_rows(artifact, encoded, model):
         chosen = [encoded[i] for i in rows]
         symbols = ngram.targets(chosen)
-        if table and artifact.ngram is not None:
+        mixed = table and artifact.ngram is not None
+        lw = logp.astype(np.float64)
+        if mixed:
             table_p, bucket = artifact.ngram.distributions(ngram.contexts(chosen))
-            picked = mixture.log_probs(logp, table_p, weights, bucket, symbols, merged)
-        else:
-            picked = mixture.pick(logp.astype(np.float64), symbols, merged)
+            lw = mixture.log_weights(lw, table_p.astype(np.float64), weights, bucket)
         ends = np.cumsum([len(e) + 1 for e in chosen])
-        for i, part in zip(rows, np.split(picked, ends[:-1])):
-            per_post[i] = part
-    return np.concatenate(per_post) if per_post else np.zeros(0)
+        for merged, out in zip(masks, per_post):
+            if merged is None and not mixed:  # the network's rows are normalized already
+                picked = lw[np.arange(len(symbols)), symbols]
+            else:
+                picked = mixture.pick(lw, symbols, merged)
+            for i, part in zip(rows, np.split(picked, ends[:-1])):
+                out[i] = part
+    return [np.concatenate(out) if out else np.zeros(0) for out in per_post]
 
 
 def to_bits(logp: np.ndarray) -> float:

@@ -38,15 +38,14 @@ def log_weights(net_logits: np.ndarray, table_p: np.ndarray, weights: np.ndarray
 
 
 def log_probs(net_logp: np.ndarray, table_p: np.ndarray, weights: np.ndarray, bucket: np.ndarray,
-              targets: np.ndarray, merged: np.ndarray | None = None) -> np.ndarray:
-    """Natural log-probability of each row's target symbol under the mixture (of the
-    class `merged` as one symbol, for a target in it: see evaluate.symbol_log_probs)."""
-    lw = log_weights(net_logp.astype(np.float64), table_p.astype(np.float64), weights, bucket)
-    return pick(lw, targets, merged)
+              targets: np.ndarray) -> np.ndarray:
+    """Natural log-probability of each row's target symbol under the mixture."""
+    return pick(log_weights(net_logp.astype(np.float64), table_p.astype(np.float64), weights, bucket), targets)
 
 
 def pick(lw: np.ndarray, targets: np.ndarray, merged: np.ndarray | None = None) -> np.ndarray:
-    """Normalized log-probability of each row's target from unnormalized log weights."""
+    """Normalized log-probability of each row's target from unnormalized log weights;
+    of the class `merged` as one symbol, for a target in it (evaluate.symbol_log_probs)."""
     top = lw.max(axis=1, keepdims=True)
     e = np.exp(lw - top)
     log_z = np.log(e.sum(axis=1)) + top[:, 0]

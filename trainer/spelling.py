@@ -11,7 +11,7 @@ What a word is mirrors trainer.words.words (the filter's own definition, which s
 checks the result): letters, with apostrophes inside, casefolded. @handles and #tags
 are free (the content checks judge them), as are numbers. The allowed words are a
 sorted tuple, and a prefix's possible next letters are found by bisection: a trie of
-100,000 words in Python dicts would cost about 100 MB per account.
+the base list's 105,000 words in Python dicts takes 47 MB (tracemalloc), per account.
 """
 from __future__ import annotations
 

@@ -245,7 +245,7 @@ def finetune(
     see BENCHMARKS.md), and the account's n-gram table is counted and mixed in
     (ngram.py). With from_scratch the same architecture starts from random
     weights instead: the baseline that shows what transfer learning buys."""
-    from trainer.evaluate import symbol_log_probs, to_bits
+    from trainer.evaluate import bits_per_char_both, symbol_log_probs, to_bits
 
     t0 = time.monotonic()
     train, stop_slice, heldout = split_account(posts)
@@ -270,8 +270,7 @@ def finetune(
     recent = min(len(stop_enc), RECENT_POSTS)
     recent_pass(model, train_enc[-recent:] + stop_enc[-recent:], cfg)
     artifact.weights = model.get_weights()
-    heldout_bpc = to_bits(symbol_log_probs(artifact, heldout, model))
-    base_vocab_bpc = to_bits(symbol_log_probs(artifact, heldout, model, base_size=len(base.vocab)))
+    heldout_bpc, base_vocab_bpc = bits_per_char_both(artifact, heldout, len(base.vocab), model)
     network_bpc = to_bits(symbol_log_probs(artifact, heldout, model, table=False))
     ngram_bpc = to_bits(np.log(artifact.ngram.score(data.encode_posts(vocab, heldout))))
     artifact.meta = {
