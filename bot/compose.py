@@ -6,8 +6,8 @@ here touches the X API, the disk or the clock.
 How the post is chosen among the candidates that passed the filter (bench/quality_bench.py
 measured the alternatives; BENCHMARKS.md): not the most novel one (mostly the shortest
 and oddest) nor the most probable one (over-regular text is easier to tell from the
-account's), but the one whose length is nearest a length drawn from the account's own
-posts, so that what is posted has the account's spread of lengths. Every word was
+account's), but the one whose length is nearest a length drawn from the account's newest
+posts, so that what is posted has the account's current spread of lengths. Every word was
 spelled from the allowed list as it was sampled (trainer/spelling.py), and the content
 checks have already rejected repeated phrases, unclosed brackets and openings with an
 @handle.
@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import bisect
 import random
+import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from bot.originality import Checks, NearCopyIndex, Selection, canonical_tokens, select
 from trainer import words as vocabulary
@@ -33,6 +35,9 @@ from trainer.spelling import Speller
 LENGTH_TOLERANCE = 0.05  # a passed candidate this near the drawn length quantile ends the drawing
 KEYWORDS = 3  # a reply's candidates are shared among the mention's first 3 content words
 QUOTE_RUN = 4  # a reply may not repeat this many of the mention's words in a row
+# Lengths drift: AndrewYang's newest 500 training posts have a median of 88 characters,
+# all of them 73, and the newest posts (never trained on) 102 (BENCHMARKS.md).
+RECENT_LENGTHS = 500
 NEVER_FIRST = "@.\uff20"  # a post never opens like a reply ("@name", ".@name")
 # Words too common to carry a topic (4+ letters: shorter words are never keywords);
 # the benchmark's list of English stop words has all of these.
@@ -63,19 +68,23 @@ class ComposeParams:
     max_batches: int = 3  # drawn while no passed candidate is near the drawn length
     temperature: float = 1.0
     top_p: float = 0.95
+    # no further batch once one more would end past this, when a candidate has passed
+    # (the issue's bound from slot to chosen post is 10 s on 2 cores)
+    max_seconds: float = 8.0
 
 
 @dataclass(frozen=True)
 class Style:
-    """What the account's own posts look like: their lengths (sorted) and how often it
-    uses each word."""
+    """What the account's own posts look like: the lengths of its newest posts (sorted)
+    and how often it uses each word."""
 
     lengths: tuple[int, ...] = ()
     word_counts: Counter = field(default_factory=Counter)
 
     @classmethod
-    def of(cls, texts: list[str]) -> Style:
-        return cls(tuple(sorted(len(t) for t in texts)), vocabulary.count(texts))
+    def of(cls, texts: list[str], recent: int = RECENT_LENGTHS) -> Style:
+        """`texts` oldest first; the lengths are those of the newest `recent`."""
+        return cls(tuple(sorted(len(t) for t in texts[-recent:])), vocabulary.count(texts))
 
     def quantile(self, length: int) -> float:
         """Share of the account's posts shorter than `length` (ties count half)."""
@@ -110,13 +119,18 @@ def compose(
     seed: int | None = None,
     net: StepNet | None = None,
     style: Style = Style(),
+    clock: Callable[[], float] = time.monotonic,
 ) -> Selection:
     """Candidates for one post (or, given the mention's text, one reply: "" for a
     mention with no words), judged and ranked. `selection.best.final` is the text to post; `selection.best` is None when
     nothing passed (skip the slot, log why)."""
     net = net or StepNet(artifact)
-    # every word spelled from the list the content check holds it to (trainer/spelling.py)
-    speller = Speller(artifact.vocab, checks.known_words) if checks.known_words is not None else None
+    speller = None
+    if checks.known_words is not None:
+        # every word spelled from the common words and the account's own (trainer/words.py),
+        # all of them in the list the content check holds it to (trainer/spelling.py)
+        spelled = (vocabulary.load(min_count=vocabulary.COMMON_COUNT) | vocabulary.known(style.word_counts))
+        speller = Speller(artifact.vocab, spelled & checks.known_words)
     keywords = reply_keywords(mention, style) if mention else []
     is_reply = mention is not None
     draws = iter(range(params.max_batches))
@@ -139,13 +153,17 @@ def compose(
     target = random.Random(seed).random()
     total, seen = Selection(), set()
     ranked = total
-    for _ in range(params.max_batches):
+    started = clock()
+    for n in range(1, params.max_batches + 1):
         got = select(batch(), index, checks, seen=seen)
         if is_reply:
             got = _no_quotes(got, mention)
         total = Selection(total.passed + got.passed, total.rejected + got.rejected, total.batches + 1)
         ranked = rank(total, style, target, mention)
         if ranked.best is not None and ranked.best.score["length_gap"] <= LENGTH_TOLERANCE:
+            break
+        spent = clock() - started
+        if ranked.best is not None and spent + spent / n > params.max_seconds:
             break
     return ranked
 

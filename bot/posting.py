@@ -68,7 +68,7 @@ def generate(bot: Bot, handle: str, mention: str | None = None, n: int | None = 
         banned_words_file=s.banned_words_file or DEFAULT_BANNED_WORDS_FILE,
         known_words=vocabulary if s.real_words else None, known_tags=tags if s.real_words else None,
     )
-    params = ComposeParams(n or s.candidates, s.max_batches, s.temperature, s.top_p)
+    params = ComposeParams(n or s.candidates, s.max_batches, s.temperature, s.top_p, s.compose_seconds)
     return compose(artifact, index, checks, params, mention=mention, seed=seed, net=net, style=style)
 
 

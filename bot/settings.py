@@ -110,6 +110,7 @@ class Settings:
     # --- composing (bot/compose.py + the filter) ---
     candidates: int = 128  # candidates sampled per batch (the choice needs a pool: bot/compose.py)
     max_batches: int = 3  # most batches drawn for one slot (bot/compose.py)
+    compose_seconds: float = 8.0  # no further batch past this once a candidate passed (bot/compose.py)
     temperature: float = 1.0
     real_words: bool = True  # post only words of the base corpus or the account (trainer/words.py)
     top_p: float = 0.95
@@ -203,6 +204,7 @@ class Settings:
             default_target=r.handle("BOT_DEFAULT_TARGET"),
             candidates=r.integer("BOT_CANDIDATES", 128, low=1, high=4096),
             max_batches=r.integer("BOT_MAX_BATCHES", 3, low=1, high=100),
+            compose_seconds=r.number("BOT_COMPOSE_SECONDS", 8.0, low=0, high=3600),
             temperature=r.number("BOT_TEMPERATURE", 1.0, low=0.05, high=5),
             real_words=r.boolean("BOT_REAL_WORDS", True),
             top_p=r.number("BOT_TOP_P", 0.95, low=0.01, high=1),

@@ -49,7 +49,8 @@ def test_the_word_list_is_built_by_a_command(tmp_path):
                         "--min-count", "2"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["words"] == 3
-    assert gzip.decompress(out.read_bytes()).decode().split() == ["cat", "sat", "the"]
+    assert gzip.decompress(out.read_bytes()).decode().splitlines() == ["cat\t2", "sat\t2", "the\t3"]
+    assert words.load(out) == {"cat", "sat", "the"} and words.load(out, min_count=3) == {"the"}
     shipped = words.load()  # the base corpus's, committed
     assert {"the", "healthcare", "don't"} <= shipped and len(shipped) > 50_000
     assert "flarbiest" not in shipped
@@ -136,7 +137,8 @@ def test_more_batches_are_drawn_only_while_no_candidate_fits_the_drawn_length(ti
     style, checks = Style.of(texts), ContentChecks(min_words=2)
     seen_batches = set()
     for seed in range(8):
-        sel = compose(tiny, index, checks, ComposeParams(candidates=24, max_batches=3), seed=seed, style=style)
+        sel = compose(tiny, index, checks, ComposeParams(candidates=24, max_batches=3, max_seconds=float("inf")),
+                      seed=seed, style=style)
         assert 1 <= sel.batches <= 3
         assert len(sel.passed) + len(sel.rejected) <= 24 * sel.batches
         if sel.batches < 3:  # it stopped early: because the best one fits
@@ -145,6 +147,24 @@ def test_more_batches_are_drawn_only_while_no_candidate_fits_the_drawn_length(ti
         # the pool of every batch drawn is ranked together
         assert [v.rank for v in sel.passed] == list(range(1, len(sel.passed) + 1))
     assert len(seen_batches) > 1  # some slots needed more than one batch, some did not
+
+
+def test_no_batch_is_drawn_that_would_end_past_the_time_bound(tiny, account):
+    """A slot's post is chosen within ComposeParams.max_seconds (BOT_COMPOSE_SECONDS)
+    once something has passed: a batch that took 5 s is not followed by one that
+    would end at 10 s. The clock is a counter that says 5 s pass per batch."""
+    texts, index = account
+    style, checks = Style.of(texts), ContentChecks(min_words=2)
+    counts = {True: 0, False: 0}
+    for seed in range(8):
+        ticks = iter(range(0, 1000, 5))
+        slow = compose(tiny, index, checks, ComposeParams(candidates=24, max_batches=3, max_seconds=8.0),
+                       seed=seed, style=style, clock=lambda: next(ticks))
+        free = compose(tiny, index, checks, ComposeParams(candidates=24, max_batches=3, max_seconds=float("inf")),
+                       seed=seed, style=style)
+        assert slow.batches == (1 if slow.best is not None else free.batches)
+        counts[free.batches > 1] += 1
+    assert counts[True] >= 1  # without the bound some of these slots drew more batches
 
 
 def test_replies_take_up_the_mention_and_never_quote_it(tiny, account):

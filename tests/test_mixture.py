@@ -1,6 +1,7 @@
 """The log-linear mixture of network and table: fitting finds the weights that made
 the data, and the mixed distribution is a proper one."""
 import numpy as np
+import pytest
 
 from trainer import mixture
 from trainer.ngram import BUCKETS
@@ -45,9 +46,11 @@ def test_log_probs_are_normalized():
     np.testing.assert_allclose(total, 1.0, rtol=1e-6)
 
 
-def test_the_sampler_draws_from_the_distribution_that_is_scored():
+@pytest.mark.parametrize("added", [0, 3])
+def test_the_sampler_draws_from_the_distribution_that_is_scored(added):
     """sample.Mixer works from raw logits and folds the temperature into the powers;
-    at temperature 1 it must give exactly the mixture that evaluation scores."""
+    at temperature 1 it must give exactly the mixture that evaluation scores, with or
+    without the account's own characters (the vocabulary's last `added`)."""
     from trainer import data, ngram
     from trainer.data import Post, Vocab
     from trainer.model import Artifact, ModelConfig
@@ -59,7 +62,7 @@ def test_the_sampler_draws_from_the_distribution_that_is_scored():
     table = ngram.NGram.fit(encoded, len(vocab))
     rng = np.random.default_rng(2)
     weights = rng.uniform(0.2, 1.2, (BUCKETS, 2))
-    art = Artifact(ModelConfig(), vocab, [], {"mixture_weights": weights.tolist()}, table)
+    art = Artifact(ModelConfig(), vocab, [], {"mixture_weights": weights.tolist(), "vocab_added": added}, table)
     contexts = ngram.contexts(encoded[:3])
     logits = rng.normal(0, 3, (len(contexts), len(vocab))).astype(np.float32)
     got = Mixer(art, temperature=1.0)(logits.copy(), contexts, forbidden=[])
@@ -67,5 +70,58 @@ def test_the_sampler_draws_from_the_distribution_that_is_scored():
     net_logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     table_p, bucket = table.distributions(contexts)
     for symbol in range(len(vocab)):
-        want = np.exp(mixture.log_probs(net_logp, table_p, weights, bucket, np.full(len(contexts), symbol)))
+        want = np.exp(mixture.log_probs(net_logp, table_p, weights, bucket, np.full(len(contexts), symbol), added))
         np.testing.assert_allclose(got[:, symbol], want, rtol=1e-4, atol=1e-7)
+
+
+def test_own_characters_share_unks_class_as_the_product_gives_it():
+    """With `added` symbols in UNK's class, the class as a whole gets what the
+    product of the two experts' class totals gives it (as before they were added),
+    every other symbol keeps its ratio to the rest, and the row is normalized."""
+    from trainer.data import UNK
+
+    rng = np.random.default_rng(3)
+    vocab, added, rows = 30, 4, 60
+    weights = rng.uniform(0.3, 1.5, (BUCKETS, 2))
+    bucket = rng.integers(0, BUCKETS, rows)
+    net_logp, table_p, _ = draw(rng, rows, vocab, weights, bucket)
+    cls = mixture.unk_class(vocab, added)
+    assert list(cls) == [UNK, 26, 27, 28, 29]
+
+    def probs(lw):
+        p = np.exp(lw - lw.max(axis=1, keepdims=True))
+        return p / p.sum(axis=1, keepdims=True)
+
+    grown = probs(mixture.log_weights(net_logp.astype(np.float64), table_p.astype(np.float64), weights, bucket, added))
+    # the same experts with the class merged into one UNK column
+    base = vocab - added
+    net_m, table_m = net_logp[:, :base].astype(np.float64).copy(), table_p[:, :base].astype(np.float64).copy()
+    net_m[:, UNK] = np.log(np.exp(net_logp[:, cls].astype(np.float64)).sum(axis=1))
+    table_m[:, UNK] = table_p[:, cls].sum(axis=1)
+    merged = probs(mixture.log_weights(net_m, table_m, weights, bucket))
+    np.testing.assert_allclose(grown.sum(axis=1), 1.0, rtol=1e-9)
+    np.testing.assert_allclose(grown[:, cls].sum(axis=1), merged[:, UNK], rtol=1e-6)
+    others = [s for s in range(base) if s != UNK]
+    np.testing.assert_allclose(grown[:, others], merged[:, others], rtol=1e-6)
+    # and the plain product (no class) gives the class less wherever both experts spread it
+    plain = probs(mixture.log_weights(net_logp.astype(np.float64), table_p.astype(np.float64), weights, bucket))
+    assert np.mean(plain[:, cls].sum(axis=1) < grown[:, cls].sum(axis=1) + 1e-12) > 0.5
+
+
+def test_fit_with_own_characters_is_the_fit_of_the_merged_class():
+    from trainer.data import UNK
+
+    rng = np.random.default_rng(4)
+    vocab, added = 24, 3
+    true = np.tile([0.7, 0.6], (BUCKETS, 1))
+    bucket = np.full(6000, 3)
+    net_logp, table_p, targets = draw(rng, len(bucket), vocab, true, bucket)
+    base = vocab - added
+    cls = mixture.unk_class(vocab, added)
+    net_m, table_m = net_logp[:, :base].copy(), table_p[:, :base].copy()
+    net_m[:, UNK] = np.log(np.exp(net_logp[:, cls].astype(np.float64)).sum(axis=1))
+    table_m[:, UNK] = table_p[:, cls].sum(axis=1)
+    merged_targets = np.where(targets >= base, UNK, targets)
+    assert (targets >= base).sum() > 50  # the class is really used
+    np.testing.assert_allclose(mixture.fit(net_logp, table_p, targets, bucket, added),
+                               mixture.fit(net_m, table_m, merged_targets, bucket), atol=1e-3)

@@ -47,7 +47,7 @@ def cmd_words(args: argparse.Namespace) -> int:
     from trainer.data import read_posts
 
     counts = words.count(p.text for p in read_posts(_base_corpus(args)))
-    n = words.save(words.known(counts, args.min_count), args.out)
+    n = words.save(counts, args.out, args.min_count)
     print(json.dumps({"words": n, "distinct_seen": len(counts), "min_count": args.min_count, "out": str(args.out)}))
     return 0
 

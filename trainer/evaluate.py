@@ -90,7 +90,8 @@ def _scored(artifact: Artifact, posts: list[Post], model, table: bool,
         lw = logp.astype(np.float64)
         if mixed:
             table_p, bucket = artifact.ngram.distributions(ngram.contexts(chosen))
-            lw = mixture.log_weights(lw, table_p.astype(np.float64), weights, bucket)
+            lw = mixture.log_weights(lw, table_p.astype(np.float64), weights, bucket,
+                                     int(artifact.meta.get("vocab_added", 0)))
         ends = np.cumsum([len(e) + 1 for e in chosen])
         for merged, out in zip(masks, per_post):
             if merged is None and not mixed:  # the network's rows are normalized already

@@ -112,6 +112,7 @@ class Mixer:
 
     def __init__(self, artifact: Artifact, temperature: float):
         self.table = artifact.ngram
+        self.added = int(artifact.meta.get("vocab_added", 0))
         self.inv_t = np.float32(1.0 / temperature)
         if self.table is not None:
             # p^(1/T) of a product of powers: the temperature just scales the powers
@@ -122,7 +123,7 @@ class Mixer:
             logits *= self.inv_t  # softmax(logits / T): temperature for free
         else:
             table_p, bucket = self.table.distributions(context)
-            logits = mixture.log_weights(logits, table_p, self.weights, bucket)
+            logits = mixture.log_weights(logits, table_p, self.weights, bucket, self.added)
         logits[:, forbidden] = -np.inf
         logits -= logits.max(axis=1, keepdims=True)
         return np.exp(logits, out=logits)

@@ -258,7 +258,7 @@ def finetune(
     if from_scratch:
         cfg = replace(cfg, learning_rate=BASE_TRAIN.learning_rate, patience=cfg.patience + 2)
     result = fit(model, train_enc, stop_enc, cfg)
-    artifact = Artifact(base.config, vocab, model.get_weights(), {})
+    artifact = Artifact(base.config, vocab, model.get_weights(), {"vocab_added": len(vocab) - len(base.vocab)})
     # The mixture weights are chosen on the early-stopping slice with a table that has
     # not seen it; the table kept is then counted on the slice too (more phrases).
     weights = fit_mixture(artifact, model, NGram.fit(train_enc, len(vocab)), stop_enc)
@@ -319,4 +319,5 @@ def fit_mixture(artifact: Artifact, model, table: NGram, encoded: list[np.ndarra
         order += rows
     keep = [keep[i] for i in order]  # network_rows batches by length: the table follows its order
     table_p, bucket = table.distributions(ngram.contexts(keep))
-    return mixture.fit(np.concatenate(parts), table_p, ngram.targets(keep), bucket)
+    return mixture.fit(np.concatenate(parts), table_p, ngram.targets(keep), bucket,
+                       int(artifact.meta.get("vocab_added", 0)))
