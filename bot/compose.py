@@ -69,7 +69,7 @@ class ComposeParams:
     temperature: float = 1.0
     top_p: float = 0.95
     # no further batch once one more would end past this, when a candidate has passed
-    # (the bound from slot to chosen post is 10 s on 2 cores)
+    # (the bound from slot to chosen post is 10 s on 2 cores: BENCHMARKS.md)
     max_seconds: float = 8.0
 
 
