@@ -44,7 +44,10 @@ Verification of one candidate against one indexed post, on words:
     posts), or if runs of at least `min_run` words, from any of the verified posts,
     cover `min_candidate_fraction` of the candidate (a truncation; a patchwork).
     The minimum run lengths keep a short real post ("Thank you Iowa!") or a common
-    phrase ("thank you so much for") inside new text from counting as a copy.
+    phrase ("thank you so much for") inside new text from counting as a copy. Any
+    run of `any_run` words is a copy whatever the post's length: a slogan repeated
+    word for word ("for an economy that works for all and", 8 of a 25-word post,
+    was posted in the quality benchmark before this rule).
 Cheap bounds (lengths, shared bigrams) skip the exact measures where they cannot
 reach a threshold. The defaults come from bench/originality_bench.py (BENCHMARKS.md).
 """
@@ -76,6 +79,7 @@ class NearCopyParams:
     min_post_run: int = 6  # shortest run that counts towards min_post_fraction
     min_post_fraction: float = 0.60  # a run holding this much of an indexed post
     min_candidate_fraction: float = 0.80  # runs covering this much of the candidate
+    any_run: int = 8  # a verbatim run this long of any indexed post is a copy, however long the post
     shingle: int = 2  # words per shingle in the inverted index
     postings_budget: int = 1000  # postings read per candidate, rarest shingles first
     verify: int = 6  # indexed posts verified per candidate
@@ -319,7 +323,8 @@ class NearCopyIndex:
         sim_floor = 0.5 - 1.5 * (1 - p.min_similarity)
         for doc, shared in found:
             n = self._starts[doc + 1] - self._starts[doc]
-            run_possible = shared >= least and (cover_possible or shared >= p.min_post_run - p.shingle + 1)
+            run_possible = shared >= least and (
+                cover_possible or shared >= min(p.min_post_run, p.any_run) - p.shingle + 1)
             # Similarity T needs similar lengths (2 min(m, n) / (m + n) >= T) and, with
             # d = m + n - 2 LCS word edits, at least LCS - d - 1 shared shingles, i.e.
             # (m + n)(0.5 - 1.5 (1 - T)) - 1 (one less for repeated shingles).
@@ -338,7 +343,7 @@ class NearCopyIndex:
                 if runs:
                     longest = max(length for _, length, _ in runs)
                     frac = longest / len(post)
-                    if frac >= p.min_post_fraction and longest >= p.min_post_run:
+                    if longest >= p.any_run or (frac >= p.min_post_fraction and longest >= p.min_post_run):
                         return Match(
                             True,
                             max(sim, frac),

@@ -165,6 +165,21 @@ def test_most_of_a_short_post_inside_new_text_is_caught(index, posts):
     assert sum(m.copy for m in before.check_many(copies)) / len(copies) < caught - 0.1
 
 
+def test_eight_words_of_a_long_post_in_a_row_are_a_copy():
+    """A slogan repeated word for word inside new text is a copy however long the post
+    it comes from (8 of 26 words here, where the 60%-of-the-post rule needs 16);
+    seven words in a row are not."""
+    post = ("What I say to the American people is: stay focused. We will fight for an economy "
+            "that works for all and doesn't just benefit the wealthy.")
+    idx = NearCopyIndex()
+    idx.add("831226191818399744", post)
+    eight = "It's time to get the driving in our kids, not allow this: for an economy that works for all and in America."
+    seven = "It's time to get the driving in our kids, not allow this: for an economy that works for all but in America."
+    m = idx.check(eight)
+    assert m.copy and m.post_id == "831226191818399744" and "8 of its 26 words" in m.reason
+    assert not idx.check(seven).copy
+
+
 def test_two_real_posts_glued_together_are_caught(index, posts):
     texts = sample(posts, 5, k=60)
     glued = [f"{a} {b}" for a, b in zip(texts[::2], texts[1::2])]
