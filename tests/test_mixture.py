@@ -74,6 +74,16 @@ def test_the_sampler_draws_from_the_distribution_that_is_scored(added):
         np.testing.assert_allclose(got[:, symbol], want, rtol=1e-4, atol=1e-7)
 
 
+def _merged(net_logp, table_p, cls, base):
+    """The two experts over the first `base` symbols, the class `cls` as UNK's column."""
+    from trainer.data import UNK
+
+    net_m, table_m = net_logp[:, :base].copy(), table_p[:, :base].copy()
+    net_m[:, UNK] = np.log(np.exp(net_logp[:, cls].astype(np.float64)).sum(axis=1))
+    table_m[:, UNK] = table_p[:, cls].sum(axis=1)
+    return net_m, table_m
+
+
 def test_own_characters_share_unks_class_as_the_product_gives_it():
     """With `added` symbols in UNK's class, the class as a whole gets what the
     product of the two experts' class totals gives it (as before they were added),
@@ -93,11 +103,8 @@ def test_own_characters_share_unks_class_as_the_product_gives_it():
         return p / p.sum(axis=1, keepdims=True)
 
     grown = probs(mixture.log_weights(net_logp.astype(np.float64), table_p.astype(np.float64), weights, bucket, added))
-    # the same experts with the class merged into one UNK column
     base = vocab - added
-    net_m, table_m = net_logp[:, :base].astype(np.float64).copy(), table_p[:, :base].astype(np.float64).copy()
-    net_m[:, UNK] = np.log(np.exp(net_logp[:, cls].astype(np.float64)).sum(axis=1))
-    table_m[:, UNK] = table_p[:, cls].sum(axis=1)
+    net_m, table_m = _merged(net_logp.astype(np.float64), table_p.astype(np.float64), cls, base)
     merged = probs(mixture.log_weights(net_m, table_m, weights, bucket))
     np.testing.assert_allclose(grown.sum(axis=1), 1.0, rtol=1e-9)
     np.testing.assert_allclose(grown[:, cls].sum(axis=1), merged[:, UNK], rtol=1e-6)
@@ -117,10 +124,7 @@ def test_fit_with_own_characters_is_the_fit_of_the_merged_class():
     bucket = np.full(6000, 3)
     net_logp, table_p, targets = draw(rng, len(bucket), vocab, true, bucket)
     base = vocab - added
-    cls = mixture.unk_class(vocab, added)
-    net_m, table_m = net_logp[:, :base].copy(), table_p[:, :base].copy()
-    net_m[:, UNK] = np.log(np.exp(net_logp[:, cls].astype(np.float64)).sum(axis=1))
-    table_m[:, UNK] = table_p[:, cls].sum(axis=1)
+    net_m, table_m = _merged(net_logp, table_p, mixture.unk_class(vocab, added), base)
     merged_targets = np.where(targets >= base, UNK, targets)
     assert (targets >= base).sum() > 50  # the class is really used
     np.testing.assert_allclose(mixture.fit(net_logp, table_p, targets, bucket, added),

@@ -78,8 +78,7 @@ def _scored(artifact: Artifact, posts: list[Post], model, table: bool,
         merged = None
         if size is not None:
             merged = np.zeros(len(artifact.vocab), bool)
-            merged[data.UNK] = True
-            merged[size:] = True
+            merged[mixture.unk_class(len(artifact.vocab), len(artifact.vocab) - size)] = True
         masks.append(merged)
     per_post = [[np.zeros(0)] * len(encoded) for _ in masks]
     weights = np.asarray(artifact.meta.get("mixture_weights", []))

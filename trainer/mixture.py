@@ -46,20 +46,15 @@ def log_weights(net_logits: np.ndarray, table_p: np.ndarray, weights: np.ndarray
     out += w[:, 1:] * np.log(table_p)
     if added:
         cls = unk_class(net_logits.shape[1], added)
-        total = w[:, 0] * _logsumexp(net_logits[:, cls]) + w[:, 1] * np.log(table_p[:, cls].sum(axis=1))
-        out[:, cls] += (total - _logsumexp(out[:, cls]))[:, None]
+        total = w[:, 0] * np.logaddexp.reduce(net_logits[:, cls], axis=1)
+        total += w[:, 1] * np.log(table_p[:, cls].sum(axis=1))
+        out[:, cls] += (total - np.logaddexp.reduce(out[:, cls], axis=1))[:, None]
     return out
 
 
 def unk_class(vocab_size: int, added: int) -> np.ndarray:
     """The columns of UNK and the account's own characters (the vocabulary's last `added`)."""
     return np.r_[UNK, np.arange(vocab_size - added, vocab_size)]
-
-
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    top = x.max(axis=1)
-    top = np.where(np.isfinite(top), top, 0)
-    return np.log(np.exp(x - top[:, None]).sum(axis=1)) + top
 
 
 def log_probs(net_logp: np.ndarray, table_p: np.ndarray, weights: np.ndarray, bucket: np.ndarray,
@@ -89,7 +84,7 @@ def fit(net_logp: np.ndarray, table_p: np.ndarray, targets: np.ndarray, bucket: 
     if added:
         base = net_logp.shape[1] - added
         cls = unk_class(net_logp.shape[1], added)
-        net_class = _logsumexp(net_logp[:, cls].astype(np.float64))
+        net_class = np.logaddexp.reduce(net_logp[:, cls].astype(np.float64), axis=1)
         table_class = table_p[:, cls].sum(axis=1)
         net_logp, table_p = net_logp[:, :base].copy(), table_p[:, :base].copy()
         net_logp[:, UNK], table_p[:, UNK] = net_class, table_class
