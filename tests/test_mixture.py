@@ -46,11 +46,12 @@ def test_log_probs_are_normalized():
     np.testing.assert_allclose(total, 1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("added", [0, 3])
-def test_the_sampler_draws_from_the_distribution_that_is_scored(added):
+@pytest.mark.parametrize("added, base_table", [(0, False), (3, False), (3, True)])
+def test_the_sampler_draws_from_the_distribution_that_is_scored(added, base_table):
     """sample.Mixer works from raw logits and folds the temperature into the powers;
     at temperature 1 it must give exactly the mixture that evaluation scores, with or
-    without the account's own characters (the vocabulary's last `added`)."""
+    without the account's own characters (the vocabulary's last `added`), and with
+    the table counted on them or at the base vocabulary."""
     from trainer import data, ngram
     from trainer.data import Post, Vocab
     from trainer.model import Artifact, ModelConfig
@@ -59,7 +60,9 @@ def test_the_sampler_draws_from_the_distribution_that_is_scored(added):
     vocab = Vocab(list("abcdefghijklmnopqrstuvwxyz "))
     encoded = data.encode_posts(vocab, [Post(str(i), None, t) for i, t in
                                         enumerate(["we will win", "we are here", "win it", "here we go"] * 5)])
-    table = ngram.NGram.fit(encoded, len(vocab))
+    table_size = len(vocab) - (added if base_table else 0)
+    encoded = [np.where(e >= table_size, data.UNK, e) for e in encoded]  # as NGram.fold counts them
+    table = ngram.NGram.fit(encoded, table_size)
     rng = np.random.default_rng(2)
     weights = rng.uniform(0.2, 1.2, (BUCKETS, 2))
     art = Artifact(ModelConfig(), vocab, [], {"mixture_weights": weights.tolist(), "vocab_added": added}, table)
@@ -129,3 +132,38 @@ def test_fit_with_own_characters_is_the_fit_of_the_merged_class():
     assert (targets >= base).sum() > 50  # the class is really used
     np.testing.assert_allclose(mixture.fit(net_logp, table_p, targets, bucket, added),
                                mixture.fit(net_m, table_m, merged_targets, bucket), atol=1e-3)
+
+
+def test_a_table_at_the_base_vocabulary_gives_the_class_and_the_network_splits_it():
+    """A table counted with the account's characters as UNK (ngram.NGram.fold) has one
+    column for the class: the class gets what the product of the two class totals
+    gives it, as with a table that split it, and its members share that as the
+    network's powers do."""
+    rng = np.random.default_rng(5)
+    vocab, added, rows = 30, 4, 60
+    base = vocab - added
+    weights = rng.uniform(0.3, 1.5, (BUCKETS, 2))
+    bucket = rng.integers(0, BUCKETS, rows)
+    net_logp, table_p, _ = draw(rng, rows, vocab, weights, bucket)
+    net_logp, table_p = net_logp.astype(np.float64), table_p.astype(np.float64)
+    cls = mixture.unk_class(vocab, added)
+    _, narrow = _merged(net_logp, table_p, cls, base)
+    lw = mixture.log_weights(net_logp, narrow, weights, bucket, added)
+    p = np.exp(lw - lw.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    wide = mixture.log_weights(net_logp, table_p, weights, bucket, added)
+    q = np.exp(wide - wide.max(axis=1, keepdims=True))
+    q /= q.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-9)
+    np.testing.assert_allclose(p[:, cls].sum(axis=1), q[:, cls].sum(axis=1), rtol=1e-6)
+    others = [s for s in range(base) if s not in cls]
+    np.testing.assert_allclose(p[:, others], q[:, others], rtol=1e-6)
+    a = weights[bucket, 0][:, None]
+    split = np.exp(a * net_logp[:, cls])
+    np.testing.assert_allclose(p[:, cls] / p[:, cls].sum(axis=1, keepdims=True),
+                               split / split.sum(axis=1, keepdims=True), rtol=1e-6)
+    # the fit reads the narrow table's class as the wide table's class total
+    targets = rng.integers(0, vocab, rows * 50)
+    many = np.repeat(np.arange(rows), 50)
+    np.testing.assert_allclose(mixture.fit(net_logp[many], narrow[many], targets, bucket[many], added),
+                               mixture.fit(net_logp[many], table_p[many], targets, bucket[many], added), atol=1e-3)

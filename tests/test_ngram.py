@@ -104,6 +104,13 @@ def test_artifact_round_trip_keeps_the_table(tmp_path, account):
     back = model.load(tmp_path / "m.zip")
     assert back.meta["mixture_weights"] == pairs
     np.testing.assert_array_equal(back.ngram.score(heldout[:20]), art.ngram.score(heldout[:20]))
+    # a table counted at a smaller vocabulary than the model's says so
+    narrow = len(vocab) - 2
+    art.ngram = NGram.fit([np.where(e >= narrow, data.UNK, e) for e in train], narrow)
+    model.save(art, tmp_path / "narrow.zip")
+    assert model.load(tmp_path / "narrow.zip").ngram.vocab_size == narrow
+    np.testing.assert_array_equal(art.ngram.fold(np.array([0, narrow - 1, narrow, narrow + 1])),
+                                  [0, narrow - 1, data.UNK, data.UNK])
     # an account model from before the log-linear mixture: a clear error, not a wrong mixture
     art.meta["mixture_weights"] = [0.5] * ORDER
     model.save(art, tmp_path / "old.zip")

@@ -118,6 +118,10 @@ class Mixer:
             # p^(1/T) of a product of powers: the temperature just scales the powers
             self.weights = np.asarray(artifact.meta["mixture_weights"], np.float32) * self.inv_t
 
+    def fold(self, ids: np.ndarray) -> np.ndarray:
+        """Ids as the table's contexts hold them (NGram.fold)."""
+        return ids if self.table is None else self.table.fold(ids)
+
     def __call__(self, logits: np.ndarray, context: np.ndarray, forbidden: list[int]) -> np.ndarray:
         if self.table is None:
             logits *= self.inv_t  # softmax(logits / T): temperature for free
@@ -192,7 +196,8 @@ def sample(
     logits, state = net.step(np.array([EOS], np.int32), net.initial_state(1))
     for i in prime_ids:
         logits, state = net.step(np.array([i], np.int32), state)
-    start = _Start(logits[0], [s[0] for s in state], ngram.start_context(prime_ids),
+    mixer = Mixer(artifact, temperature)
+    start = _Start(logits[0], [s[0] for s in state], ngram.start_context(mixer.fold(np.array(prime_ids, np.int64))),
                    speller.run(prime_ids) if speller else None)
     # Bounded: a model that never ends a post yields nothing rather than running on.
     # Generous, because a weak model at a low temperature may end only one candidate
@@ -200,7 +205,7 @@ def sample(
     width = min(batch_size, n)
     first = [artifact.vocab.stoi[c] for c in never_first if c in artifact.vocab.stoi]
     with np.errstate(over="ignore"):
-        texts = _run(net, Mixer(artifact, temperature), start, width, n, 8 * n + width, rng, top_k, top_p,
+        texts = _run(net, mixer, start, width, n, 8 * n + width, rng, top_k, top_p,
                      forbidden, _char_weights(artifact.vocab), budget, first, speller)
     texts = [(prime + artifact.vocab.decode(t)).strip() for t in texts]
     return [t for t in texts if len(t) > len(prime.strip()) and weighted_length(t) <= MAX_WEIGHTED_LENGTH][:n]
@@ -246,7 +251,7 @@ def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, char_
         for r in np.flatnonzero(ended & (weight <= budget) & (length > 1)):
             done.append(chars[r, : length[r] - 1].copy())
         logits, state = net.step(ids, state)
-        context = ngram.push(context, ids)
+        context = ngram.push(context, mixer.fold(ids))
         if not finished.any():
             continue
         if len(done) >= n:

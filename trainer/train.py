@@ -261,9 +261,11 @@ def finetune(
     artifact = Artifact(base.config, vocab, model.get_weights(), {"vocab_added": len(vocab) - len(base.vocab)})
     # The mixture weights are chosen on the early-stopping slice with a table that has
     # not seen it; the table kept is then counted on the slice too (more phrases).
-    weights = fit_mixture(artifact, model, NGram.fit(train_enc, len(vocab)), stop_enc)
+    # The table counts at the base vocabulary (NGram.fold says why).
+    table_train, table_stop = data.encode_posts(base.vocab, train), data.encode_posts(base.vocab, stop_slice)
+    weights = fit_mixture(artifact, model, NGram.fit(table_train, len(base.vocab)), stop_enc)
     artifact.meta["mixture_weights"] = weights
-    artifact.ngram = NGram.fit(train_enc + stop_enc, len(vocab))
+    artifact.ngram = NGram.fit(table_train + table_stop, len(base.vocab))
     # The network too gets the slice, once weights and stopping are decided: these are
     # the account's newest posts, the closest to what it writes next (-0.004 to
     # -0.005 bits/char held out on AndrewYang and KamalaHarris, a few seconds).
@@ -272,7 +274,8 @@ def finetune(
     artifact.weights = model.get_weights()
     heldout_bpc, base_vocab_bpc = bits_per_char_both(artifact, heldout, len(base.vocab), model)
     network_bpc = to_bits(symbol_log_probs(artifact, heldout, model, table=False))
-    ngram_bpc = to_bits(np.log(artifact.ngram.score(data.encode_posts(vocab, heldout))))
+    # the table alone, at the base vocabulary it counts at
+    ngram_bpc = to_bits(np.log(artifact.ngram.score(data.encode_posts(base.vocab, heldout))))
     artifact.meta = {
         "kind": "scratch" if from_scratch else "finetuned",
         "base_fingerprint": base.meta.get("data_fingerprint"),
@@ -285,7 +288,7 @@ def finetune(
         # the account's own characters as UNK, as the base model scores them
         "heldout_bits_per_char_base_vocab": round(base_vocab_bpc, 4),
         "heldout_network_bits_per_char": round(network_bpc, 4),
-        "heldout_ngram_bits_per_char": round(ngram_bpc, 4),
+        "heldout_ngram_bits_per_char": round(ngram_bpc, 4),  # at the base vocabulary
         "mixture_weights": weights,
         "epochs": result["epochs"],
         "stopped_by": result["stopped_by"],
@@ -318,6 +321,6 @@ def fit_mixture(artifact: Artifact, model, table: NGram, encoded: list[np.ndarra
         parts.append(logp)
         order += rows
     keep = [keep[i] for i in order]  # network_rows batches by length: the table follows its order
-    table_p, bucket = table.distributions(ngram.contexts(keep))
+    table_p, bucket = table.distributions(ngram.contexts([table.fold(e) for e in keep]))
     return mixture.fit(np.concatenate(parts), table_p, ngram.targets(keep), bucket,
                        int(artifact.meta.get("vocab_added", 0)))
