@@ -137,8 +137,8 @@ def test_fit_with_own_characters_is_the_fit_of_the_merged_class():
 def test_a_table_at_the_base_vocabulary_gives_the_class_and_the_network_splits_it():
     """A table counted with the account's characters as UNK (ngram.NGram.fold) has one
     column for the class: the class gets what the product of the two class totals
-    gives it, as with a table that split it, and its members share that as the
-    network's powers do."""
+    gives it, as with a table that split it, and its members share that at the
+    network's own odds."""
     rng = np.random.default_rng(5)
     vocab, added, rows = 30, 4, 60
     base = vocab - added
@@ -158,8 +158,7 @@ def test_a_table_at_the_base_vocabulary_gives_the_class_and_the_network_splits_i
     np.testing.assert_allclose(p[:, cls].sum(axis=1), q[:, cls].sum(axis=1), rtol=1e-6)
     others = [s for s in range(base) if s not in cls]
     np.testing.assert_allclose(p[:, others], q[:, others], rtol=1e-6)
-    a = weights[bucket, 0][:, None]
-    split = np.exp(a * net_logp[:, cls])
+    split = np.exp(net_logp[:, cls])  # the network's own odds, not raised to its power
     np.testing.assert_allclose(p[:, cls] / p[:, cls].sum(axis=1, keepdims=True),
                                split / split.sum(axis=1, keepdims=True), rtol=1e-6)
     # the fit reads the narrow table's class as the wide table's class total

@@ -48,17 +48,19 @@ def log_weights(net_logits: np.ndarray, table_p: np.ndarray, weights: np.ndarray
     log_table = np.log(table_p)
     if added:
         cls = unk_class(vocab, added)
-        if table_p.shape[1] < vocab:
-            # a table counted at the base vocabulary (NGram.fold): its UNK is the
-            # class's total, and the network alone splits the class
+        narrow = table_p.shape[1] < vocab
+        if narrow:  # a table counted at the base vocabulary (NGram.fold): its UNK is the class
             class_table = log_table[:, UNK].copy()
             log_table = np.pad(log_table, ((0, 0), (0, vocab - table_p.shape[1])))
-            log_table[:, UNK] = 0.0
         else:
             class_table = np.log(table_p[:, cls].sum(axis=1))
     out = w[:, :1] * net_logits
     out += w[:, 1:] * log_table
     if added:
+        if narrow:
+            # the network's own odds split the class: its power would flatten them, and
+            # UNK, which is never written, would keep a share the account's characters had
+            out[:, cls] = net_logits[:, cls]
         total = w[:, 0] * np.logaddexp.reduce(net_logits[:, cls], axis=1) + w[:, 1] * class_table
         out[:, cls] += (total - np.logaddexp.reduce(out[:, cls], axis=1))[:, None]
     return out
