@@ -133,7 +133,7 @@ class NGram:
         Why an account's table is counted at the base vocabulary: Kneser-Ney
         discounts each symbol's count, so a context followed by nine rare emoji
         loses nine discounts where it lost one to UNK. AndrewYang's model predicted
-        held-out posts 0.015 bits/char worse with its table counted on its own
+        held-out posts 0.016 bits/char worse with its table counted on its own
         characters (BENCHMARKS.md); which emoji it is, the network says."""
         ids = np.asarray(ids)
         return np.where(ids >= self.vocab_size, UNK, ids).astype(ids.dtype)
