@@ -61,7 +61,7 @@ def test_the_sampler_draws_from_the_distribution_that_is_scored(added, base_tabl
     encoded = data.encode_posts(vocab, [Post(str(i), None, t) for i, t in
                                         enumerate(["we will win", "we are here", "win it", "here we go"] * 5)])
     table_size = len(vocab) - (added if base_table else 0)
-    encoded = [np.where(e >= table_size, data.UNK, e) for e in encoded]  # as NGram.fold counts them
+    encoded = [ngram.fold(e, table_size) for e in encoded]
     table = ngram.NGram.fit(encoded, table_size)
     rng = np.random.default_rng(2)
     weights = rng.uniform(0.2, 1.2, (BUCKETS, 2))
@@ -135,7 +135,7 @@ def test_fit_with_own_characters_is_the_fit_of_the_merged_class():
 
 
 def test_a_table_at_the_base_vocabulary_gives_the_class_and_the_network_splits_it():
-    """A table counted with the account's characters as UNK (ngram.NGram.fold) has one
+    """A table counted with the account's characters as UNK (ngram.fold) has one
     column for the class: the class gets what the product of the two class totals
     gives it, as with a table that split it, and its members share that at the
     network's own odds."""

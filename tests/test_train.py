@@ -61,7 +61,7 @@ def test_finetuned_beats_base_on_held_out_posts(tiny_base, account):
     # alone (a tiny network adds little to the table, a real one much more: BENCHMARKS.md)
     assert tuned.meta["heldout_network_bits_per_char"] < base_bpc
     assert tuned.meta["heldout_bits_per_char"] < tuned.meta["heldout_network_bits_per_char"] - 0.05
-    # the table alone names no character of the account's own (NGram.fold): compared at the base vocabulary
+    # the table alone names no character of the account's own (ngram.fold): compared at the base vocabulary
     assert tuned.meta["heldout_bits_per_char_base_vocab"] < tuned.meta["heldout_ngram_bits_per_char"]
     assert bits_per_char(tuned, heldout) == pytest.approx(tuned.meta["heldout_bits_per_char"], abs=1e-3)
 
@@ -103,7 +103,7 @@ def test_finetuning_learns_the_accounts_own_characters(tiny_base):
     cfg = replace(FINETUNE_TRAIN, learning_rate=5e-3, batch_size=64, steps_per_epoch=20, max_epochs=2)
     tuned = finetune(tiny_base, marked, max_seconds=None, cfg=cfg)
     assert "🦅" in tuned.vocab.stoi
-    # the account's table counts them as UNK (ngram.NGram.fold): the network names them
+    # the account's table counts them as UNK (ngram.fold): the network names them
     assert tuned.ngram.vocab_size == len(tiny_base.vocab)
     texts = sample(tuned, 200, seed=3)
     assert sum("🦅" in t for t in texts) >= 20

@@ -88,7 +88,7 @@ def _scored(artifact: Artifact, posts: list[Post], model, table: bool,
         mixed = table and artifact.ngram is not None
         lw = logp.astype(np.float64)
         if mixed:
-            table_p, bucket = artifact.ngram.distributions(ngram.contexts([artifact.ngram.fold(e) for e in chosen]))
+            table_p, bucket = artifact.ngram.distributions(artifact.ngram.contexts_of(chosen))
             lw = mixture.log_weights(lw, table_p.astype(np.float64), weights, bucket,
                                      int(artifact.meta.get("vocab_added", 0)))
         ends = np.cumsum([len(e) + 1 for e in chosen])

@@ -22,7 +22,7 @@ symbol, as it was before they were added, and only the class's share is split am
 its members. A product of powers splits a probability over nine symbols into less
 than it gave one: AndrewYang's model scored 1.822 bits/char at the base vocabulary
 split that way, 1.804 as a class (1.791 before the characters were added; BENCHMARKS.md).
-The table itself counts the class as UNK (ngram.NGram.fold), so the network alone
+The table itself counts the class as UNK (ngram.fold), so the network alone
 splits it: 1.785.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ def log_weights(net_logits: np.ndarray, table_p: np.ndarray, weights: np.ndarray
     if added:
         cls = unk_class(vocab, added)
         narrow = table_p.shape[1] < vocab
-        if narrow:  # a table counted at the base vocabulary (NGram.fold): its UNK is the class
+        if narrow:  # a table counted at the base vocabulary (ngram.fold): its UNK is the class
             class_table = log_table[:, UNK].copy()
             log_table = np.pad(log_table, ((0, 0), (0, vocab - table_p.shape[1])))
         else:

@@ -127,16 +127,12 @@ class NGram:
                    [arrays[f"counts{n}"] for n in range(1, ORDER + 1)], vocab_size)
 
     def fold(self, ids: np.ndarray) -> np.ndarray:
-        """Ids of a vocabulary that extends the table's (Vocab.extended) as the table
-        counted them: an account's own characters as UNK.
+        """Ids of a vocabulary that extends the table's as the table counted them (fold)."""
+        return fold(ids, self.vocab_size)
 
-        Why an account's table is counted at the base vocabulary: Kneser-Ney
-        discounts each symbol's count, so a context followed by nine rare emoji
-        loses nine discounts where it lost one to UNK. AndrewYang's model predicted
-        held-out posts 0.016 bits/char worse with its table counted on its own
-        characters (BENCHMARKS.md); which emoji it is, the network says."""
-        ids = np.asarray(ids)
-        return np.where(ids >= self.vocab_size, UNK, ids).astype(ids.dtype)
+    def contexts_of(self, encoded: list[np.ndarray]) -> np.ndarray:
+        """contexts() of posts encoded at a vocabulary that extends the table's."""
+        return contexts([self.fold(e) for e in encoded])
 
     def _find(self, table: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         i = np.minimum(np.searchsorted(table, wanted), max(len(table) - 1, 0))
@@ -202,6 +198,19 @@ class NGram:
             p += np.bincount(np.concatenate(flat), np.concatenate(weights), rows * vocab).reshape(rows, vocab)
         p += (scale[:, 0] / vocab)[:, None]
         return p, bucket
+
+
+def fold(ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Ids of a vocabulary that extends one of `vocab_size` (Vocab.extended) as a table
+    counted at that size holds them: an account's own characters as UNK.
+
+    Why an account's table is counted at the base vocabulary: Kneser-Ney discounts
+    each symbol's count, so a context followed by nine rare emoji loses nine discounts
+    where it lost one to UNK. AndrewYang's model predicted held-out posts 0.016
+    bits/char worse with its table counted on its own characters (BENCHMARKS.md);
+    which emoji it is, the network says."""
+    ids = np.asarray(ids)
+    return np.where(ids >= vocab_size, UNK, ids).astype(ids.dtype)
 
 
 def contexts(encoded: list[np.ndarray]) -> np.ndarray:

@@ -119,7 +119,7 @@ class Mixer:
             self.weights = np.asarray(artifact.meta["mixture_weights"], np.float32) * self.inv_t
 
     def fold(self, ids: np.ndarray) -> np.ndarray:
-        """Ids as the table's contexts hold them (NGram.fold)."""
+        """Ids as the table's contexts hold them (ngram.fold)."""
         return ids if self.table is None else self.table.fold(ids)
 
     def __call__(self, logits: np.ndarray, context: np.ndarray, forbidden: list[int]) -> np.ndarray:

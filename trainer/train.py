@@ -261,8 +261,8 @@ def finetune(
     artifact = Artifact(base.config, vocab, model.get_weights(), {"vocab_added": len(vocab) - len(base.vocab)})
     # The mixture weights are chosen on the early-stopping slice with a table that has
     # not seen it; the table kept is then counted on the slice too (more phrases).
-    # The table counts at the base vocabulary (NGram.fold says why).
-    table_train, table_stop = data.encode_posts(base.vocab, train), data.encode_posts(base.vocab, stop_slice)
+    # The table counts at the base vocabulary (ngram.fold says why).
+    table_train, table_stop = ([ngram.fold(e, len(base.vocab)) for e in enc] for enc in (train_enc, stop_enc))
     weights = fit_mixture(artifact, model, NGram.fit(table_train, len(base.vocab)), stop_enc)
     artifact.meta["mixture_weights"] = weights
     artifact.ngram = NGram.fit(table_train + table_stop, len(base.vocab))
@@ -321,6 +321,6 @@ def fit_mixture(artifact: Artifact, model, table: NGram, encoded: list[np.ndarra
         parts.append(logp)
         order += rows
     keep = [keep[i] for i in order]  # network_rows batches by length: the table follows its order
-    table_p, bucket = table.distributions(ngram.contexts([table.fold(e) for e in keep]))
+    table_p, bucket = table.distributions(table.contexts_of(keep))
     return mixture.fit(np.concatenate(parts), table_p, ngram.targets(keep), bucket,
                        int(artifact.meta.get("vocab_added", 0)))
