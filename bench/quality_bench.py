@@ -108,13 +108,16 @@ def account_model(acct: Account, models_dir: Path) -> tuple[Path, dict, bool]:
 
     path = models_dir / f"{acct.handle}.zip"
     wanted = fingerprint(acct.train)
+    base = load(DEFAULT_BASE)
     if path.is_file():
         meta = load(path).meta
-        # "vocab_added": made by a trainer that learns the account's own characters
-        if meta.get("data_fingerprint") == wanted and "vocab_added" in meta:
+        # "vocab_added": made by a trainer that learns the account's own characters;
+        # the base's validation loss tells a continued base model from the one before
+        if (meta.get("data_fingerprint") == wanted and "vocab_added" in meta
+                and meta.get("base_val_bits_per_char") == base.meta.get("val_bits_per_char")):
             return path, meta, True
     log(f"@{acct.handle}: fine-tuning on {len(acct.train)} posts ({FINETUNE_SECONDS} s budget) ...")
-    art = finetune(load(DEFAULT_BASE), acct.train, max_seconds=FINETUNE_SECONDS)
+    art = finetune(base, acct.train, max_seconds=FINETUNE_SECONDS)
     save(art, path)
     return path, art.meta, False
 

@@ -84,7 +84,7 @@ class Settings:
 
     # --- models (bot/training.py) ---
     base_model: Path = DEFAULT_BASE  # the base model every fine-tune starts from
-    finetune_max_seconds: float = 80.0  # wall-clock budget of one fine-tune
+    finetune_max_seconds: float = 80.0  # wall-clock training budget of one fine-tune (the table etc. add 10-30 s)
     train_backoff: float = 3600.0  # a target whose fine-tune failed waits this long, doubling...
     train_backoff_max: float = 86400.0  # ...up to this
     retrain_new_posts: int = 50  # fine-tune again once this many new posts arrived

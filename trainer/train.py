@@ -279,6 +279,8 @@ def finetune(
     artifact.meta = {
         "kind": "scratch" if from_scratch else "finetuned",
         "base_fingerprint": base.meta.get("data_fingerprint"),
+        # which base model of that corpus (a continued run keeps the corpus' fingerprint)
+        "base_val_bits_per_char": base.meta.get("val_bits_per_char"),
         "data_fingerprint": fingerprint(posts),
         "posts": len(posts),
         "vocab_added": len(vocab) - len(base.vocab),  # the account's own characters (Vocab.extended)
