@@ -112,9 +112,11 @@ def account_model(acct: Account, models_dir: Path) -> tuple[Path, dict, bool]:
     if path.is_file():
         meta = load(path).meta
         # "vocab_added": made by a trainer that learns the account's own characters;
-        # the base's validation loss tells a continued base model from the one before
+        # the base's validation loss tells a continued base model from the one before;
+        # "heldout_ids_learnt": by one that learns its held-out posts once scored
         if (meta.get("data_fingerprint") == wanted and "vocab_added" in meta
-                and meta.get("base_val_bits_per_char") == base.meta.get("val_bits_per_char")):
+                and meta.get("base_val_bits_per_char") == base.meta.get("val_bits_per_char")
+                and meta.get("heldout_ids_learnt")):
             return path, meta, True
     log(f"@{acct.handle}: fine-tuning on {len(acct.train)} posts ({FINETUNE_SECONDS} s budget) ...")
     art = finetune(base, acct.train, max_seconds=FINETUNE_SECONDS)

@@ -110,14 +110,14 @@ def train_target(
         raise BotError(f"fine-tuning @{name} failed: {why}")
     result = json.loads(stdout.strip().splitlines()[-1])
     store.set_cursor(f"trained_on:{name.lower()}", str(len(posts)))
-    new_bpc, old_bpc = result["heldout_bits_per_char"], result.get("current_bits_per_char")
-    compared = result.get("heldout_bits_per_char_base_vocab", new_bpc)  # as old_bpc is scored
+    new_bpc, compared = result["heldout_bits_per_char"], result.get("compared") or {}
+    old_bpc = compared.get("current_bits_per_char")
     outcome = {"handle": name, "heldout_bits_per_char": new_bpc, "current_bits_per_char": old_bpc,
                "train_seconds": result.get("train_seconds"), "version": version, "path": str(out)}
-    if old_bpc is not None and compared > old_bpc:
+    if old_bpc is not None and compared["bits_per_char"] > old_bpc:
         out.unlink(missing_ok=True)
-        log.info("@%s: new model is worse on held-out posts (%.4f > %.4f bits/char): kept version %s",
-                 name, compared, old_bpc, current["version"])
+        log.info("@%s: new model is worse on %s held-out posts (%.4f > %.4f bits/char): kept version %s",
+                 name, compared["posts"] or "its", compared["bits_per_char"], old_bpc, current["version"])
         return {**outcome, "replaced": False}
     store.register_model(name, {
         "path": str(out), "version": version, "posts": len(posts), "train_posts": result.get("train_posts"),
@@ -162,7 +162,7 @@ def _child(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--max-seconds", type=float, required=True)
-    parser.add_argument("--current", default=None, help="the model in use, measured on the same held-out posts")
+    parser.add_argument("--current", default=None, help="the model in use, compared on the held-out posts it never learnt")
     args = parser.parse_args(argv)
     _exit_with_parent()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -172,24 +172,17 @@ def _child(argv: list[str] | None = None) -> int:
 
     try:
         posts, base = read_posts(args.posts), load(args.base)
-        _, _, heldout = split_account(posts)  # too few posts: said before TensorFlow loads
-        from trainer.evaluate import symbol_log_probs, to_bits
+        split_account(posts)  # too few posts: said before TensorFlow loads
         from trainer.train import finetune
 
-        artifact = finetune(base, posts, max_seconds=args.max_seconds)
-        current_bpc = None
-        if args.current:
-            # both scored with the characters they added to the base vocabulary as UNK:
-            # each model adds the account's own, and naming them costs bits the other
-            # model never pays (trainer.evaluate.symbol_log_probs)
-            current = load(args.current)
-            base_size = len(base.vocab) if current.vocab.itos[: len(base.vocab)] == base.vocab.itos else None
-            current_bpc = round(to_bits(symbol_log_probs(current, heldout, base_size=base_size)), 4)
+        # the current model is scored in the fine-tune, on the held-out posts it never learnt
+        current = load(args.current) if args.current else None
+        artifact = finetune(base, posts, max_seconds=args.max_seconds, current=current)
         save(artifact, args.out)
     except TrainerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps({**artifact.meta, "current_bits_per_char": current_bpc}))
+    print(json.dumps(artifact.meta))
     return 0
 
 

@@ -53,7 +53,7 @@ def test_finetuned_beats_base_on_held_out_posts(tiny_base, account):
     _, heldout = data.chronological_split(posts)
     # a fixed amount of work (not a time budget) so the test means the same on any machine
     cfg = replace(FINETUNE_TRAIN, learning_rate=5e-3, batch_size=64, steps_per_epoch=20, max_epochs=3)
-    tuned = finetune(tiny_base, posts, max_seconds=None, cfg=cfg)
+    tuned = finetune(tiny_base, posts, max_seconds=None, cfg=cfg, learn_heldout=False)
     base_bpc = bits_per_char(tiny_base, heldout)
     assert tuned.meta["heldout_posts"] == len(heldout)
     assert tuned.meta["heldout_bits_per_char"] < base_bpc - 0.1
@@ -64,6 +64,30 @@ def test_finetuned_beats_base_on_held_out_posts(tiny_base, account):
     # the table alone names no character of the account's own (ngram.fold): compared at the base vocabulary
     assert tuned.meta["heldout_bits_per_char_base_vocab"] < tuned.meta["heldout_ngram_bits_per_char"]
     assert bits_per_char(tuned, heldout) == pytest.approx(tuned.meta["heldout_bits_per_char"], abs=1e-3)
+
+
+def test_held_out_posts_are_learnt_once_scored_and_a_new_model_is_compared_on_posts_neither_learnt(tiny_base):
+    posts = sorted(account_posts(), key=lambda p: p.created_at)
+    cfg = replace(FINETUNE_TRAIN, learning_rate=5e-3, batch_size=64, steps_per_epoch=10, max_epochs=1)
+    current = finetune(tiny_base, posts[:-40], max_seconds=None, cfg=cfg)
+    _, old_heldout = data.chronological_split(posts[:-40])
+    assert current.meta["heldout_ids_learnt"] == [p.id for p in old_heldout]
+    assert bits_per_char(current, old_heldout) < current.meta["heldout_bits_per_char"] - 0.05  # learnt after scoring
+
+    new = finetune(tiny_base, posts, max_seconds=None, cfg=cfg, current=current)
+    base_size = len(tiny_base.vocab)
+    unseen = posts[-40:]  # the 40 newest: in the new model's held-out posts, never learnt by the current one
+    compared = new.meta["compared"]
+    assert compared["posts"] == len(unseen)
+    assert compared["current_bits_per_char"] == pytest.approx(
+        to_bits(symbol_log_probs(current, unseen, base_size=base_size)), abs=1e-4)
+    # the new model was scored before it learnt them too
+    assert to_bits(symbol_log_probs(new, unseen, base_size=base_size)) < compared["bits_per_char"] - 0.05
+
+    # trained again on the same posts, every held-out post is learnt: each model's own score from before
+    again = finetune(tiny_base, posts, max_seconds=None, cfg=cfg, current=new)
+    assert again.meta["compared"] == {"posts": 0, "bits_per_char": again.meta["heldout_bits_per_char_base_vocab"],
+                                      "current_bits_per_char": new.meta["heldout_bits_per_char_base_vocab"]}
 
 
 def test_a_grown_vocabulary_starts_as_the_model_it_grew_from(tiny_base):
@@ -100,7 +124,7 @@ def test_finetuning_learns_the_accounts_own_characters(tiny_base):
     posts = list(account_posts())
     assert "🦅" not in tiny_base.vocab.stoi
     marked = [replace(p, text=p.text + " 🦅") if i % 2 else p for i, p in enumerate(posts)]
-    cfg = replace(FINETUNE_TRAIN, learning_rate=5e-3, batch_size=64, steps_per_epoch=20, max_epochs=2)
+    cfg = replace(FINETUNE_TRAIN, learning_rate=5e-3, batch_size=64, steps_per_epoch=10, max_epochs=1)
     tuned = finetune(tiny_base, marked, max_seconds=None, cfg=cfg)
     assert "🦅" in tuned.vocab.stoi
     # the account's table counts them as UNK (ngram.fold): the network names them

@@ -65,7 +65,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     art = finetune(base, posts, max_seconds=args.max_seconds)
     save(art, args.out)
-    print(json.dumps(art.meta))
+    print(json.dumps({k: v for k, v in art.meta.items() if k != "heldout_ids_learnt"}))  # the artifact keeps them
     return 0
 
 

@@ -119,9 +119,9 @@ def evaluate_account(base: Artifact, posts: list[Post], max_seconds: float | Non
     from trainer.train import finetune
 
     t0 = time.monotonic()
-    tuned = finetune(base, posts, max_seconds=max_seconds)
+    tuned = finetune(base, posts, max_seconds=max_seconds)  # timed as the bot fine-tunes
     finetune_seconds = time.monotonic() - t0
-    scratch = finetune(base, posts, max_seconds=max_seconds, from_scratch=True)
+    scratch = finetune(base, posts, max_seconds=max_seconds, from_scratch=True, learn_heldout=False)
     return {
         "posts": len(posts),
         "heldout_posts": len(heldout),

@@ -238,13 +238,17 @@ def finetune(
     max_seconds: float | None = FINETUNE_TRAIN.max_seconds,
     cfg: TrainConfig = FINETUNE_TRAIN,
     from_scratch: bool = False,
+    learn_heldout: bool = True,
+    current: Artifact | None = None,
 ) -> Artifact:
     """Base model + one account's posts -> that account's model.
 
     Every layer is trained (the reference design's choice, and the better one here:
     see BENCHMARKS.md), and the account's n-gram table is counted and mixed in
-    (ngram.py). With from_scratch the same architecture starts from random
-    weights instead: the baseline that shows what transfer learning buys."""
+    (ngram.py). The newest 10% are held out and scored; then, with learn_heldout,
+    learnt too. Given the model in use (`current`), both are scored on the held-out
+    posts it never learnt (meta "compared"). With from_scratch the same architecture
+    starts from random weights instead: the baseline that shows what transfer learning buys."""
     from trainer.evaluate import bits_per_char_both, symbol_log_probs, to_bits
 
     t0 = time.monotonic()
@@ -276,6 +280,17 @@ def finetune(
     network_bpc = to_bits(symbol_log_probs(artifact, heldout, model, table=False))
     # the table alone, at the base vocabulary it counts at
     ngram_bpc = to_bits(np.log(artifact.ngram.score(data.encode_posts(base.vocab, heldout))))
+    compared = None if current is None else compare(current, artifact, model, heldout, len(base.vocab),
+                                                    round(base_vocab_bpc, 4))
+    if learn_heldout:
+        # Scored, the held-out posts are learnt too: they are the account's newest, the
+        # closest to what it writes next, and a bot that never learnt them would stay a
+        # tenth of the account behind. The figures above are of the model before.
+        held_enc = data.encode_posts(vocab, heldout)
+        recent_pass(model, held_enc[-RECENT_POSTS:], cfg)
+        artifact.weights = model.get_weights()
+        table_held = [ngram.fold(e, len(base.vocab)) for e in held_enc]
+        artifact.ngram = NGram.fit(table_train + table_stop + table_held, len(base.vocab))
     artifact.meta = {
         "kind": "scratch" if from_scratch else "finetuned",
         "base_fingerprint": base.meta.get("data_fingerprint"),
@@ -291,12 +306,38 @@ def finetune(
         "heldout_bits_per_char_base_vocab": round(base_vocab_bpc, 4),
         "heldout_network_bits_per_char": round(network_bpc, 4),
         "heldout_ngram_bits_per_char": round(ngram_bpc, 4),  # at the base vocabulary
+        # learnt after they were scored: a later model is compared on the posts after them
+        "heldout_ids_learnt": [p.id for p in heldout] if learn_heldout else [],
+        "compared": compared,
         "mixture_weights": weights,
         "epochs": result["epochs"],
         "stopped_by": result["stopped_by"],
         "train_seconds": round(time.monotonic() - t0, 1),
     }
     return artifact
+
+
+def compare(current: Artifact, artifact: Artifact, model, heldout: list[Post], base_size: int,
+            heldout_bpc: float) -> dict:
+    """{"posts", "bits_per_char", "current_bits_per_char"}: the new model (`artifact`
+    with its Keras `model`, before it learns the held-out posts) and the current one
+    on the held-out posts the current one never learnt, both with the characters they
+    added to the base vocabulary as UNK (each adds the account's own, and naming them
+    costs bits the other never pays). Where it learnt them all (the same posts trained
+    again), each model's own score from before it learnt them ("posts": 0)."""
+    from trainer.evaluate import symbol_log_probs, to_bits
+
+    learnt = set(current.meta.get("heldout_ids_learnt", ()))
+    unseen = [p for p in heldout if p.id not in learnt]
+    if not unseen:
+        return {"posts": 0, "bits_per_char": heldout_bpc,
+                "current_bits_per_char": current.meta.get("heldout_bits_per_char_base_vocab")}
+    same_base = current.vocab.itos[:base_size] == artifact.vocab.itos[:base_size]
+    return {
+        "posts": len(unseen),
+        "bits_per_char": round(to_bits(symbol_log_probs(artifact, unseen, model, base_size=base_size)), 4),
+        "current_bits_per_char": round(to_bits(symbol_log_probs(current, unseen, base_size=base_size if same_base else None)), 4),
+    }
 
 
 def recent_pass(model, encoded: list[np.ndarray], cfg: TrainConfig) -> None:
