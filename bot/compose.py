@@ -68,7 +68,7 @@ class ComposeParams:
     candidates: int = 128  # per batch
     max_batches: int = 3  # drawn while no passed candidate is near the drawn length
     temperature: float = 1.0
-    top_p: float = 0.95
+    top_p: float = 1.0
     # no further batch once one more would end past this, when a candidate has passed
     # (the bound from slot to chosen post is 10 s on 2 cores: BENCHMARKS.md)
     max_seconds: float = 8.0
