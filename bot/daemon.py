@@ -19,8 +19,8 @@ What it does, job by job:
   train      every BOT_TRAIN_INTERVAL (and right after a refresh): fine-tune ONE target
              that has no model or BOT_RETRAIN_NEW_POSTS new posts, in a child process
              with a hard timeout; the new model replaces the old only if its loss is
-             no worse on the held-out posts the old never learnt. A target whose fine-tune fails waits (1 h doubling to
-             24 h) while the others train.
+             no worse on the held-out posts the old never learnt. A target whose
+             fine-tune fails waits (1 h doubling to 24 h) while the others train.
   post       at each slot (BOT_POST_INTERVAL +- BOT_POST_JITTER, or BOT_POST_CRON): the
              next target by stride rotation (shares follow the weights) among those
              that can post now; sample, filter, post the best. In BOT_QUIET_HOURS (checked

@@ -62,11 +62,12 @@ def symbol_log_probs(artifact: Artifact, posts: list[Post], model=None, table: b
     return _scored(artifact, posts, model, table, [base_size])[0]
 
 
-def bits_per_char_both(artifact: Artifact, posts: list[Post], base_size: int, model=None) -> tuple[float, float]:
-    """Held-out bits per scored symbol as the artifact scores them, and at `base_size`
-    (symbol_log_probs), from one pass of the network."""
+def symbol_log_probs_both(artifact: Artifact, posts: list[Post], base_size: int,
+                          model=None) -> tuple[np.ndarray, np.ndarray]:
+    """symbol_log_probs as the artifact scores them, and at `base_size`, from one pass
+    of the network."""
     plain, merged = _scored(artifact, posts, model, True, [None, base_size])
-    return to_bits(plain), to_bits(merged)
+    return plain, merged
 
 
 def _scored(artifact: Artifact, posts: list[Post], model, table: bool,

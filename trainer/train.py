@@ -249,7 +249,7 @@ def finetune(
     learnt too. Given the model in use (`current`), both are scored on the held-out
     posts it never learnt (meta "compared"). With from_scratch the same architecture
     starts from random weights instead: the baseline that shows what transfer learning buys."""
-    from trainer.evaluate import bits_per_char_both, symbol_log_probs, to_bits
+    from trainer.evaluate import symbol_log_probs, symbol_log_probs_both, to_bits
 
     t0 = time.monotonic()
     train, stop_slice, heldout = split_account(posts)
@@ -276,17 +276,17 @@ def finetune(
     recent = min(len(stop_enc), RECENT_POSTS)
     recent_pass(model, train_enc[-recent:] + stop_enc[-recent:], cfg)
     artifact.weights = model.get_weights()
-    heldout_bpc, base_vocab_bpc = bits_per_char_both(artifact, heldout, len(base.vocab), model)
+    plain, merged = symbol_log_probs_both(artifact, heldout, len(base.vocab), model)
+    heldout_bpc, base_vocab_bpc = to_bits(plain), to_bits(merged)
     network_bpc = to_bits(symbol_log_probs(artifact, heldout, model, table=False))
     # the table alone, at the base vocabulary it counts at
     ngram_bpc = to_bits(np.log(artifact.ngram.score(data.encode_posts(base.vocab, heldout))))
-    compared = None if current is None else compare(current, artifact, model, heldout, len(base.vocab),
-                                                    round(base_vocab_bpc, 4))
+    held_enc = data.encode_posts(vocab, heldout)
+    compared = None if current is None else compare(current, base.vocab, heldout, merged, held_enc)
     if learn_heldout:
         # Scored, the held-out posts are learnt too: they are the account's newest, the
         # closest to what it writes next, and a bot that never learnt them would stay a
         # tenth of the account behind. The figures above are of the model before.
-        held_enc = data.encode_posts(vocab, heldout)
         recent_pass(model, held_enc[-RECENT_POSTS:], cfg)
         artifact.weights = model.get_weights()
         table_held = [ngram.fold(e, len(base.vocab)) for e in held_enc]
@@ -317,26 +317,30 @@ def finetune(
     return artifact
 
 
-def compare(current: Artifact, artifact: Artifact, model, heldout: list[Post], base_size: int,
-            heldout_bpc: float) -> dict:
-    """{"posts", "bits_per_char", "current_bits_per_char"}: the new model (`artifact`
-    with its Keras `model`, before it learns the held-out posts) and the current one
-    on the held-out posts the current one never learnt, both with the characters they
-    added to the base vocabulary as UNK (each adds the account's own, and naming them
-    costs bits the other never pays). Where it learnt them all (the same posts trained
-    again), each model's own score from before it learnt them ("posts": 0)."""
+def compare(current: Artifact, base_vocab: Vocab, heldout: list[Post], heldout_logp: np.ndarray,
+            held_enc: list[np.ndarray]) -> dict:
+    """{"posts", "bits_per_char", "current_bits_per_char"}: the new model (its
+    `heldout_logp`, scored at the base vocabulary before it learnt the held-out posts)
+    and the current one on the held-out posts the current one never learnt, both with
+    the characters they added to the base vocabulary as UNK (each adds the account's
+    own, and naming them costs bits the other never pays). Where it learnt them all
+    (the same posts trained again), each model's own score from before it learnt
+    them ("posts": 0)."""
     from trainer.evaluate import symbol_log_probs, to_bits
 
     learnt = set(current.meta.get("heldout_ids_learnt", ()))
-    unseen = [p for p in heldout if p.id not in learnt]
-    if not unseen:
-        return {"posts": 0, "bits_per_char": heldout_bpc,
+    fresh = [p.id not in learnt for p in heldout]
+    if not any(fresh):
+        return {"posts": 0, "bits_per_char": round(to_bits(heldout_logp), 4),
                 "current_bits_per_char": current.meta.get("heldout_bits_per_char_base_vocab")}
-    same_base = current.vocab.itos[:base_size] == artifact.vocab.itos[:base_size]
+    unseen = [p for p, f in zip(heldout, fresh) if f]
+    size = len(base_vocab)
+    same_base = current.vocab.itos[:size] == base_vocab.itos
+    mine = heldout_logp[np.repeat(fresh, [len(e) + 1 for e in held_enc])]  # each post's symbols, then its end
     return {
         "posts": len(unseen),
-        "bits_per_char": round(to_bits(symbol_log_probs(artifact, unseen, model, base_size=base_size)), 4),
-        "current_bits_per_char": round(to_bits(symbol_log_probs(current, unseen, base_size=base_size if same_base else None)), 4),
+        "bits_per_char": round(to_bits(mine), 4),
+        "current_bits_per_char": round(to_bits(symbol_log_probs(current, unseen, base_size=size if same_base else None)), 4),
     }
 
 
