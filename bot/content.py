@@ -1,8 +1,10 @@
 """Content checks every candidate post passes before it may be posted: no banned
 words, nobody pinged, no placeholder symbols, long enough, short enough for X, not a
 repeat of what the bot itself posted lately, and written like a post: real words only
-(when a vocabulary is given), not opening with an @handle (half of a conversation),
-no phrase said twice, brackets and quotes closed.
+(when a vocabulary is given), no letters and digits glued together in a way the
+account never wrote ("I1"), not opening with an @handle (half of a conversation),
+no phrase said twice, brackets and quotes closed. A word written all lowercase that
+people write with a capital ("missouri") is given its usual form.
 
 Plain values in, plain values out: the caller reads the banned-words file path and
 the bot's recent posts (store, clock) and hands them over.
@@ -43,6 +45,14 @@ _PLACEHOLDER_RE = re.compile("[\ufffd\ue001-\uf8ff\U000f0000-\U0010fffd]")
 _LIGHT_ONLY_RE = re.compile("[\u0000-\u10ff\u2000-\u200c\u2010-\u201f\u2032-\u2037]*")
 # a #tag or an @handle, defused or not: the model invents them ("@LabrielDonard")
 _TAG_RE = re.compile("(?<![\\w#@\uff20])([#@\uff20])\u200b?([A-Za-z0-9_]{1,30})")
+# a word with both letters and digits ("2nd", "F9", "COVID19"); the model glues digits
+# to words at random ("I1", "Unusual4", "8red"), so only the account's own are posted
+_MIXED_RE = re.compile("(?<![\\w#@\uff20\u200b])(?=[^\\W_]*\\d)(?=[^\\W_]*[^\\W\\d_])[^\\W_]+")
+# a number with a unit anyone writes: 2nd, 1990s, 9am, 10k, 3x, 5G
+_NUMBER_UNIT_RE = re.compile(r"\d+(?:st|nd|rd|th|s|am|pm|k|m|b|bn|x|g|d|mph)", re.IGNORECASE)
+# a word of 2+ letters (trainer.words' kind) that is not part of a handle, tag, link or
+# hyphenated compound
+_RECASE_RE = re.compile("(?<![\\w@#\uff20\u200b/.'\u2019\u2018-])[^\\W\\d_]{2,}(?:['\u2019][^\\W\\d_]+)*(?![\\w/-]|\\.\\w)")
 _HANDLE_FIRST_RE = re.compile("^[.\\s]*[@\uff20]")  # "@name ..." and ".@name ...": replies' openings
 _PAIRS = (("(", ")"), ("[", "]"), ("\u201c", "\u201d"))
 _STRAY_START = set(",.;:!?'\u2019)]}-_/|\\")  # no post of a person starts mid-sentence
@@ -99,6 +109,21 @@ class BannedWords:
         return None
 
 
+def recase(text: str, forms: dict[str, str]) -> str:
+    """Words written all lowercase that have another usual form get it ("missouri" ->
+    "Missouri"); handles, tags and links are left as they are."""
+    def usual(m: re.Match) -> str:
+        w = m.group()
+        if not w.islower():
+            return w
+        plain = w.replace("\u2019", "'")
+        form = forms.get(plain)
+        if form is None and plain.endswith("'s") and plain[:-2] in forms:  # "nasa's": "NASA's"
+            form = forms[plain[:-2]] + "'s"
+        return (form or plain).replace("'", "\u2019" if "\u2019" in w else "'")
+    return _RECASE_RE.sub(usual, text)
+
+
 def defuse_mentions(text: str) -> str:
     """"@name" -> "@\u200bname": same look, no notification, no link."""
     return _LIVE_MENTION_RE.sub(lambda m: m.group(0) + DEFUSER, text)
@@ -118,6 +143,7 @@ class ContentChecks:
         recent_bot_posts: Iterable[str] = (),
         known_words: frozenset[str] | None = None,
         known_tags: frozenset[str] | None = None,
+        word_forms: dict[str, str] | None = None,
     ):
         if mentions not in MENTION_MODES:
             raise BotError(f"mentions must be one of {', '.join(MENTION_MODES)}, not {mentions!r}")
@@ -131,6 +157,7 @@ class ContentChecks:
         self.min_words = min_words
         self.known_words = known_words  # None: any word may be posted
         self.known_tags = known_tags  # "#tag"/"@handle" (lowercase) the account used; None: any
+        self.word_forms = word_forms or {}  # "missouri" -> "Missouri": written so when written lowercase
         # the bot's recent posts, for every target: X refuses duplicates, and readers
         # would notice; the same near-copy rules as for the target's own posts
         self._recent = NearCopyIndex()
@@ -155,6 +182,8 @@ class ContentChecks:
         reasons = []
         if not text.strip():
             return text, ["empty: no text"]
+        if self.word_forms:
+            text = recase(text, self.word_forms)
         lowered = text.lower()
         raw_url = any(h in lowered for h in _URL_HINTS)
         if raw_url or URL_SYMBOL in text or has_link(text):
@@ -190,6 +219,9 @@ class ContentChecks:
             invented = [mark + name for mark, name in _tags(text) if mark + name.lower() not in self.known_tags]
             if invented:
                 reasons.append("invented-tag: " + ", ".join(repr(t) for t in invented[:3]))
+            glued = [w for w in _mixed(text) if w.lower() not in self.known_tags]
+            if glued:
+                reasons.append("letters-and-digits: " + ", ".join(repr(w) for w in glued[:3]))
         if _HANDLE_FIRST_RE.match(text):
             reasons.append("handle-first: opens with an @handle, like a reply")
         elif text[:1] in _STRAY_START:
@@ -211,11 +243,17 @@ def _tags(text: str) -> list[tuple[str, str]]:
     return [("@" if mark == "\uff20" else mark, name) for mark, name in _TAG_RE.findall(text)]
 
 
+def _mixed(text: str) -> list[str]:
+    """The words mixing letters and digits, but for a number with a common unit."""
+    return [w for w in _MIXED_RE.findall(text) if not _NUMBER_UNIT_RE.fullmatch(w)]
+
+
 def known_tags(texts: Iterable[str]) -> frozenset[str]:
-    """The #tags and @handles (lowercase, with their mark) an account's posts use: the
-    only ones the bot may post as it (a real handle is defused; an invented one is not
-    posted at all)."""
-    return frozenset(mark + name.lower() for text in texts for mark, name in _tags(text))
+    """The #tags and @handles (lowercase, with their mark) an account's posts use, and
+    its words of letters and digits ("f9", "covid19"): the only ones the bot may post
+    as it (a real handle is defused; an invented one is not posted at all)."""
+    return frozenset([mark + name.lower() for text in texts for mark, name in _tags(text)]
+                     + [w.lower() for text in texts for w in _mixed(text)])
 
 
 def known_words(account_counts: Counter, base_words: frozenset[str] | None = None) -> frozenset[str]:
@@ -224,6 +262,18 @@ def known_words(account_counts: Counter, base_words: frozenset[str] | None = Non
     (`account_counts`: trainer.words.count of its posts)."""
     base = vocabulary.load() if base_words is None else base_words
     return base | vocabulary.known(account_counts)
+
+
+def word_forms(texts: Iterable[str], base_forms: dict[str, str] | None = None,
+               base_words: frozenset[str] | None = None) -> dict[str, str]:
+    """The usual form of each word that has one (trainer.words): the base corpus's,
+    and the account's own for its words the base corpus does not have ("SpaceX").
+    The base corpus has the broader view: in an account's posts "general" is
+    capitalized because it is always "Attorney General"."""
+    base = vocabulary.load_forms() if base_forms is None else base_forms
+    known = vocabulary.load() if base_words is None else base_words
+    own = vocabulary.usual_forms(vocabulary.written(texts), min_count=3)
+    return {w: f for w, f in own.items() if w not in known and w != f} | base
 
 
 def checks_from_store(
@@ -241,4 +291,3 @@ def checks_from_store(
     recent = [e for e in store.recent_bot_posts(since=cut)  # recorded since: read only those
               if parse_time(e.get("posted_at") or e["recorded_at"]) >= cut] if repeat_days else []
     return ContentChecks(recent_bot_posts=[b["text"] for b in recent], **rules)
-

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from bot.compose import LENGTH_TOLERANCE, ComposeParams, Style, compose, content_words, rank
-from bot.content import ContentChecks, known_tags, known_words
+from bot.content import ContentChecks, known_tags, known_words, word_forms
 from bot.originality import NearCopyIndex, Selection, Verdict, canonical_tokens
 from tests.bot_helpers import REPO
 from tests.trainer_helpers import BASE_FIXTURE, account_posts
@@ -43,17 +43,35 @@ def test_words_exclude_handles_tags_links_and_numbers():
 
 def test_the_word_list_is_built_by_a_command(tmp_path):
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("the cat sat\nthe cat ran\nthe dog sat @cat #cat\nzebra\n")
+    # "Paris" in mid-sentence every time: its usual form; "in" opens each line, which says nothing
+    corpus.write_text("the cat sat\nthe cat ran\nthe dog sat @cat #cat\nzebra\n" + "In Paris\n" * 5)
     out = tmp_path / "words.txt.gz"
     r = subprocess.run([sys.executable, "-m", "trainer", "words", "--data", str(corpus), "--out", str(out),
                         "--min-count", "2"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["words"] == 3
-    assert gzip.decompress(out.read_bytes()).decode().splitlines() == ["cat\t2", "sat\t2", "the\t3"]
-    assert words.load(out) == {"cat", "sat", "the"} and words.load(out, min_count=3) == {"the"}
+    assert json.loads(r.stdout)["words"] == 5 and json.loads(r.stdout)["forms"] == 1
+    assert gzip.decompress(out.read_bytes()).decode().splitlines() == [
+        "cat\t2", "in\t5", "paris\t5\tParis", "sat\t2", "the\t3"]
+    assert words.load(out) == {"cat", "in", "paris", "sat", "the"} and words.load(out, min_count=3) == {"in", "paris", "the"}
+    assert words.load_forms(out) == {"paris": "Paris"}
     shipped = words.load()  # the base corpus's, committed
     assert {"the", "healthcare", "don't"} <= shipped and len(shipped) > 50_000
     assert "flarbiest" not in shipped
+    forms = words.load_forms()
+    assert forms["missouri"] == "Missouri" and forms["nasa"] == "NASA" and "the" not in forms and "apple" not in forms
+
+
+def test_a_word_written_lowercase_gets_its_usual_form():
+    # the account's own forms count for words the base corpus lacks, from 3 mid-sentence uses
+    texts = ["Thanks to the Attorney General, at SpaceX and SpaceX", "Go SpaceX", "The Attorney General spoke"]
+    forms = word_forms(texts, base_forms={"missouri": "Missouri", "nasa": "NASA"},
+                       base_words=frozenset({"missouri", "nasa", "general", "thanks"}))
+    assert forms == {"missouri": "Missouri", "nasa": "NASA", "spacex": "SpaceX"}
+    checks = ContentChecks(word_forms=forms)
+    final, reasons = checks.check("So missouri and nasa\u2019s general team at nasa.gov with @nasa and #missouri, MiSSOURI")
+    assert reasons == ["url: a link, bare domain or URL placeholder is left (the bot posts no links)"]
+    assert final == "So Missouri and NASA\u2019s general team at nasa.gov with @\u200bnasa and #missouri, MiSSOURI"
+    assert checks.check("We fly spacex to missouri-style north")[0] == "We fly SpaceX to missouri-style north"
 
 
 def test_style_checks_reject_what_reads_machine_made():
@@ -81,6 +99,11 @@ def test_style_checks_reject_what_reads_machine_made():
     assert tagged.check("Great rally with @FoxNews and #maga tonight")[1] == []
     assert tagged.check("Great rally with @LabrielDonard tonight folks")[1] == ["invented-tag: '@LabrielDonard'"]
     assert tagged.check("Great rally tonight folks #Winning2020")[1] == ["invented-tag: '#Winning2020'"]
+    # the model glues digits to words ("I1", "Unusual4"): only the account's own such words
+    # and numbers with a common unit may be posted
+    mixed = ContentChecks(known_tags=known_tags(["The F9 landed on the 2nd try", "SN8 flies"]))
+    assert mixed.check("The F9 and SN8 fly on the 3rd try in the 1990s at 9am")[1] == []
+    assert mixed.check("So I1 think the Unusual4 rocket flies")[1] == ["letters-and-digits: 'I1', 'Unusual4'"]
     # X links a bare domain, and a post with a link costs $0.20 instead of $0.015
     for text in ("Read the whole plan at yang2020.com today friends", "Find out more at bbc.co.uk tonight"):
         assert [r.split(":")[0] for r in ContentChecks().check(text)[1]] == ["url"], text

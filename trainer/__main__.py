@@ -46,9 +46,13 @@ def cmd_words(args: argparse.Namespace) -> int:
     from trainer import words
     from trainer.data import read_posts
 
-    counts = words.count(p.text for p in read_posts(_base_corpus(args)))
-    n = words.save(counts, args.out, args.min_count)
-    print(json.dumps({"words": n, "distinct_seen": len(counts), "min_count": args.min_count, "out": str(args.out)}))
+    texts = [p.text for p in read_posts(_base_corpus(args))]
+    counts = words.count(texts)
+    forms = words.usual_forms(words.written(texts))
+    n = words.save(counts, args.out, args.min_count, forms)
+    print(json.dumps({"words": n, "distinct_seen": len(counts), "min_count": args.min_count,
+                      "forms": sum(f != w for w, f in forms.items() if counts[w] >= args.min_count),
+                      "out": str(args.out)}))
     return 0
 
 
