@@ -69,8 +69,9 @@ class ComposeParams:
     max_batches: int = 3  # drawn while no passed candidate is near the drawn length
     temperature: float = 1.0
     top_p: float = 1.0
-    # no further batch once one more would end past this, when a candidate has passed
-    # (the bound from slot to chosen post is 10 s on 2 cores: BENCHMARKS.md)
+    # no further batch once one more would end past this, when a candidate has passed,
+    # and no batch samples past it (the bound from slot to chosen post is 10 s on 2
+    # cores: BENCHMARKS.md)
     max_seconds: float = 8.0
 
 
@@ -136,27 +137,31 @@ def compose(
     is_reply = mention is not None
     draws = iter(range(params.max_batches))
 
-    def batch() -> list[str]:
+    def batch(seconds: float) -> list[str]:
+        """One batch of candidates, within `seconds` (a stalled machine's slot ends in time)."""
         n = next(draws)
         rng_seed = None if seed is None else seed + 1000 * n
         if not keywords:
             return sample(artifact, params.candidates, temperature=params.temperature, top_p=params.top_p,
-                          seed=rng_seed, net=net, never_first="" if is_reply else NEVER_FIRST, speller=speller)
+                          seed=rng_seed, net=net, never_first="" if is_reply else NEVER_FIRST, speller=speller,
+                          max_seconds=seconds)
         texts = []
         share = -(-params.candidates // len(keywords))
+        ends = time.monotonic() + seconds
         for i, word in enumerate(keywords):
             prime = word[:1].upper() + word[1:] + " "
             texts += sample(artifact, share, temperature=params.temperature, top_p=params.top_p, prime=prime,
-                            seed=None if rng_seed is None else rng_seed + i, net=net, speller=speller)
+                            seed=None if rng_seed is None else rng_seed + i, net=net, speller=speller,
+                            max_seconds=ends - time.monotonic())
         return texts
 
     # A drawn length far from most candidates' may need more than one batch to be matched.
     target = random.Random(seed).random()
     total, seen = Selection(), set()
     ranked = total
-    started = clock()
+    started, spent = clock(), 0.0
     for n in range(1, params.max_batches + 1):
-        got = select(batch(), index, checks, seen=seen)
+        got = select(batch(params.max_seconds - spent), index, checks, seen=seen)
         if is_reply:
             got = _no_quotes(got, mention)
         total = Selection(total.passed + got.passed, total.rejected + got.rejected, total.batches + 1)

@@ -66,6 +66,14 @@ def test_never_ending_model_yields_nothing_rather_than_overlong_posts():
     assert sample(art, 10, seed=0) == []
 
 
+def test_a_time_bound_keeps_what_ended_and_changes_nothing_it_does_not_cut():
+    art, _ = random_artifact("gru")
+    art = biased(art, a=8.0, EOS=7.0)
+    free = sample(art, 50, temperature=1.0, top_p=1.0, seed=0)
+    assert sample(art, 50, temperature=1.0, top_p=1.0, seed=0, max_seconds=600) == free
+    assert sample(art, 50, temperature=1.0, top_p=1.0, seed=0, max_seconds=0) == []  # out of time before a step
+
+
 def test_prime_starts_every_post_and_urls_are_not_sampled():
     art, _ = random_artifact("gru")
     art = biased(art, **{"\ue000": 6.0, "EOS": 2.0})

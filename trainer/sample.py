@@ -11,6 +11,8 @@ TensorFlow out of the posting process.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from trainer import mixture, ngram
@@ -21,6 +23,7 @@ from trainer.spelling import Speller
 from trainer.text import MAX_WEIGHTED_LENGTH, URL_SYMBOL, normalize, weighted_length
 
 MAX_STEPS = 320  # characters; X's limit is 280 weighted
+CLOCK_EVERY = 16  # steps between looks at the clock, when sampling has a time bound
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -171,14 +174,18 @@ def sample(
     net: StepNet | None = None,
     never_first: str = "",
     speller: Speller | None = None,
+    max_seconds: float | None = None,
 ) -> list[str]:
     """Up to n new posts; each ends at the model's end-of-post and fits X's weighted
-    length (longer ones are dropped, not cut, so no post ends mid-word).
+    length (longer ones are dropped, not cut, so no post ends mid-word). With
+    `max_seconds`, sampling stops that long after it began, with the posts ended by
+    then (a starved CPU makes a slot skip rather than run on).
 
     `prime` is the text every post starts with (replies use it to follow a mention);
     it is part of the returned text. No post continues the prime with a character of
     `never_first` (the bot passes "@." so that a post never opens like a reply).
     With a `speller` (spelling.py) every word written is one of its allowed words."""
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     if n < 1:
         return []
     if temperature <= 0 or not 0 < top_p <= 1 or top_k < 0:
@@ -206,7 +213,7 @@ def sample(
     first = [artifact.vocab.stoi[c] for c in never_first if c in artifact.vocab.stoi]
     with np.errstate(over="ignore"):
         texts = _run(net, mixer, start, width, n, 8 * n + width, rng, top_k, top_p,
-                     forbidden, _char_weights(artifact.vocab), budget, first, speller)
+                     forbidden, _char_weights(artifact.vocab), budget, first, speller, deadline)
     texts = [(prime + artifact.vocab.decode(t)).strip() for t in texts]
     return [t for t in texts if len(t) > len(prime.strip()) and weighted_length(t) <= MAX_WEIGHTED_LENGTH][:n]
 
@@ -219,9 +226,10 @@ class _Start:
 
 
 def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, char_weight,
-         budget, first_forbidden=(), speller: Speller | None = None) -> list[np.ndarray]:
-    """Sample until n posts have ended in time or `limit` candidates were started;
-    returns the ended posts' ids (without the prime)."""
+         budget, first_forbidden=(), speller: Speller | None = None,
+         deadline: float | None = None) -> list[np.ndarray]:
+    """Sample until n posts have ended in time, `limit` candidates were started or
+    time.monotonic() passed `deadline`; returns the ended posts' ids (without the prime)."""
     logits = np.repeat(start.logits[None, :], width, axis=0)
     state = [np.repeat(s[None, :], width, axis=0) for s in start.state]
     context = np.full(width, start.context, np.uint64)
@@ -230,7 +238,11 @@ def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, char_
     weight = np.zeros(width, np.int64)
     spelling = [start.spelling] * width  # each row's place in its word (spelling.py)
     started, finished_so_far, done = width, 0, []
+    step = 0
     while len(logits):
+        if deadline is not None and step % CLOCK_EVERY == 0 and time.monotonic() > deadline:
+            break
+        step += 1
         p = mixer(logits, context, forbidden)
         if len(first_forbidden):
             fresh_rows = np.flatnonzero(length == 0)
