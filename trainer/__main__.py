@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="order of the training batches (use a new one with --init)")
     b.set_defaults(func=cmd_base)
 
-    w = sub.add_parser("words", help="the base corpus's real words (the bot posts no other words)")
+    w = sub.add_parser("words", help="the base corpus's real words and their usual forms (the bot posts no other words)")
     w.add_argument("--data", type=Path, help=f"corpus (default {DEFAULT_BASE_DATA} when present)")
     w.add_argument("--out", type=Path, default=Path(__file__).parent / "models" / "words.txt.gz")
     w.add_argument("--min-count", type=int, default=3, help="seen at least this often")

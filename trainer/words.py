@@ -4,7 +4,7 @@ bot posts only candidates whose every word is known (bot/content.py).
 
 Words are what a reader would look up: handles, #tags, URLs and numbers are not words
 (a model may write new ones), and case does not matter. The base corpus's list ships
-as `trainer/models/words.txt.gz` (a word and its count a line), made by
+as `trainer/models/words.txt.gz` (a word, its count and its usual form a line), made by
 `python -m trainer words --data FILE`.
 
 A word also has the form people write it in, where most of them write it with a
@@ -117,7 +117,6 @@ def load_forms(path: str | Path = DEFAULT_WORDS) -> dict[str, str]:
     return {w: form for w, (_, form) in _read(path).items() if form}
 
 
-@lru_cache(maxsize=2)
 def _read(path: str | Path) -> dict[str, tuple[int, str]]:
     try:
         with gzip.open(path, "rt", encoding="utf-8") as fh:

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
+
+import tenacity
 
 from bot.errors import BotError
 
@@ -177,3 +179,21 @@ def look_for_lost_post(find: Callable[[], str | None], *, what: str, cause: str,
         wait *= 2
     raise OutcomeUnknown(f"the {what} may or may not have been sent ({cause}); {why} within {window:g} s, "
                          "so it is given up, never sent again")
+
+
+def retrying(logger: logging.Logger, name: str, what: str, attempts: int, retryable: Callable[[BaseException], bool],
+             wait: Callable[[Any], float], sleep: Callable[[float], None],
+             describe: Callable[[BaseException | None], str]) -> tenacity.Retrying:
+    """The bounded retries of a client's calls (tenacity): at most `attempts` tries while
+    `retryable(exc)`, waiting as `wait` says; each retry is logged as "<name>: <what>
+    failed (<describe(exc)>); try n of m in s s"; the last failure is raised as it is."""
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(attempts),
+        retry=tenacity.retry_if_exception(retryable),
+        wait=wait,
+        sleep=sleep,
+        before_sleep=lambda state: logger.warning(
+            "%s: %s failed (%s); try %d of %d in %.1f s", name, what, describe(state.outcome.exception()),
+            state.attempt_number + 1, attempts, state.next_action.sleep),
+        reraise=True,
+    )

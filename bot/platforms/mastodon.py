@@ -68,6 +68,7 @@ from bot.platforms.base import (
     RateLimited,
     ServiceUnavailable,
     look_for_lost_post,
+    retrying,
 )
 from bot.platforms.text import comparable, html_to_text
 from bot.settings import Settings, is_loopback
@@ -527,18 +528,10 @@ class MastodonClient:
                 exc.reset_at = self._reset_at()  # type: ignore[attr-defined]  (read from that 429)
                 raise
 
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.settings.max_attempts),
-            retry=tenacity.retry_if_exception(self._retryable),
-            wait=self._wait,
-            sleep=self._sleep,
-            before_sleep=lambda state: log.warning(
-                "Mastodon: %s failed (%s); try %d of %d in %.1f s", what, _describe(state.outcome.exception()),
-                state.attempt_number + 1, self.settings.max_attempts, state.next_action.sleep),
-            reraise=True,
-        )
+        retry = retrying(log, "Mastodon", what, self.settings.max_attempts, self._retryable, self._wait, self._sleep,
+                         _describe)
         try:
-            return retrying(attempt)
+            return retry(attempt)
         except BotError:
             raise
         except Exception as exc:  # noqa: BLE001 (Mastodon.py's, requests' or a cast's: all become ours)

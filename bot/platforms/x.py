@@ -49,6 +49,7 @@ from bot.platforms.base import (
     RateLimited,
     ServiceUnavailable,
     look_for_lost_post,
+    retrying,
 )
 from bot.platforms.text import comparable
 from bot.settings import Settings, is_loopback
@@ -403,19 +404,9 @@ class XClient:
         """fn(*args, **kwargs) with bounded retries; any failure becomes an ApiError."""
         if kwargs.get("user_auth"):
             user_context = True
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.settings.max_attempts),
-            retry=tenacity.retry_if_exception(self._retryable),
-            wait=self._wait,
-            sleep=self._sleep,
-            before_sleep=lambda state: log.warning(
-                "X API: %s failed (%s); try %d of %d in %.1f s", what, _short(state.outcome.exception()),
-                state.attempt_number + 1, self.settings.max_attempts, state.next_action.sleep,
-            ),
-            reraise=True,
-        )
+        retry = retrying(log, "X API", what, self.settings.max_attempts, self._retryable, self._wait, self._sleep, _short)
         try:
-            return retrying(fn, *args, **kwargs)
+            return retry(fn, *args, **kwargs)
         except BotError:  # ours already (an ApiError, or the daemon stopping during a wait)
             raise
         except Exception as exc:
