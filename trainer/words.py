@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import gzip
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
@@ -104,28 +105,38 @@ def known(counts: collections.Counter, min_count: int = MIN_COUNT) -> frozenset[
     return frozenset(w for w, c in counts.items() if c >= min_count)
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=8)
 def load(path: str | Path = DEFAULT_WORDS, min_count: int = 0) -> frozenset[str]:
     """The list's words (gzip, "word<TAB>count[<TAB>form]" a line), those seen at
     least `min_count` times; a line without a count is a word seen MIN_COUNT times."""
-    return frozenset(w for w, (n, _) in _read(path).items() if n >= min_count)
+    counts = _read(path).counts
+    return frozenset(w for w, n in counts.items() if n >= min_count)
+
+
+def load_forms(path: str | Path = DEFAULT_WORDS) -> dict[str, str]:
+    """The list's words that have a usual form other than all lowercase, with it."""
+    return _read(path).forms
+
+
+@dataclass(frozen=True)
+class _List:  # the parsed file
+    counts: dict[str, int]
+    forms: dict[str, str]
 
 
 @lru_cache(maxsize=4)
-def load_forms(path: str | Path = DEFAULT_WORDS) -> dict[str, str]:
-    """The list's words that have a usual form other than all lowercase, with it."""
-    return {w: form for w, (_, form) in _read(path).items() if form}
-
-
-def _read(path: str | Path) -> dict[str, tuple[int, str]]:
+def _read(path: str | Path) -> _List:
+    """The file parsed once: every caller shares the result (read-only)."""
     try:
         with gzip.open(path, "rt", encoding="utf-8") as fh:
-            found = {}
+            counts, forms = {}, {}
             for line in fh:
                 word, n, form = (line.rstrip("\n").split("\t") + ["", ""])[:3]
                 if word:
-                    found[word] = (int(n) if n else MIN_COUNT, form)
-            return found
+                    counts[word] = int(n) if n else MIN_COUNT
+                    if form:
+                        forms[word] = form
+            return _List(counts, forms)
     except FileNotFoundError:
         raise TrainerError(f"{path}: no such file (make it with python -m trainer words --data FILE)") from None
     except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
