@@ -62,7 +62,7 @@ def test_results_keep_within_x_weighted_length():
 
 def test_never_ending_model_yields_nothing_rather_than_overlong_posts():
     art, _ = random_artifact("gru")
-    art = biased(art, EOS=-50.0)
+    art = biased(art, EOS=-50.0, **{"\ue000": -50.0})  # a link would end a post too
     assert sample(art, 10, seed=0) == []
 
 
@@ -74,11 +74,13 @@ def test_a_time_bound_keeps_what_ended_and_changes_nothing_it_does_not_cut():
     assert sample(art, 50, temperature=1.0, top_p=1.0, seed=0, max_seconds=0) == []  # out of time before a step
 
 
-def test_prime_starts_every_post_and_urls_are_not_sampled():
+def test_prime_starts_every_post_and_a_link_ends_it():
     art, _ = random_artifact("gru")
-    art = biased(art, **{"\ue000": 6.0, "EOS": 2.0})
-    texts = sample(art, 30, prime="abc ", top_p=1.0, temperature=1.0, seed=0)
-    assert texts and all(t.startswith("abc ") for t in texts)
+    # a network that never ends a post but where it would write a link ends it there,
+    # and no link is posted
+    linking = biased(art, **{"\ue000": 1.0, "EOS": -50.0})
+    texts = sample(linking, 30, prime="abc ", top_p=1.0, temperature=1.0, seed=0)
+    assert len(texts) == 30 and all(t.startswith("abc ") and len(t) > 4 for t in texts)
     assert not any("\ue000" in t for t in texts)
 
 

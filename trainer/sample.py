@@ -170,7 +170,6 @@ def sample(
     prime: str = "",
     batch_size: int = 256,
     seed: int | None = None,
-    allow_urls: bool = False,
     net: StepNet | None = None,
     never_first: str = "",
     speller: Speller | None = None,
@@ -184,7 +183,13 @@ def sample(
     `prime` is the text every post starts with (replies use it to follow a mention);
     it is part of the returned text. No post continues the prime with a character of
     `never_first` (the bot passes "@." so that a post never opens like a reply).
-    With a `speller` (spelling.py) every word written is one of its allowed words."""
+    With a `speller` (spelling.py) every word written is one of its allowed words.
+
+    A link ends the post: the model's weight for URL_SYMBOL goes to its end-of-post,
+    so a post that would go on to a link ends where the link would stand ("Shameful.
+    The women of Georgia deserve better.\n<link>" is posted without its link). Merely
+    forbidding the link made the model write on where it meant to stop: mid-post line
+    breaks and colons followed by anything."""
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     if n < 1:
         return []
@@ -194,7 +199,7 @@ def sample(
     rng = np.random.default_rng(seed)
     # a trailing space is meaningful in a prime: the next word starts fresh
     prime = normalize(prime) + (" " if prime[-1:].isspace() and prime.strip() else "")
-    forbidden = [PAD, UNK] + ([] if allow_urls else [artifact.vocab.stoi[URL_SYMBOL]])
+    forbidden = [PAD, UNK]
     budget = MAX_WEIGHTED_LENGTH - weighted_length(prime)
     if budget <= 0:
         raise TrainerError("the priming text alone is longer than a post may be")
@@ -212,8 +217,8 @@ def sample(
     width = min(batch_size, n)
     first = [artifact.vocab.stoi[c] for c in never_first if c in artifact.vocab.stoi]
     with np.errstate(over="ignore"):
-        texts = _run(net, mixer, start, width, n, 8 * n + width, rng, top_k, top_p,
-                     forbidden, _char_weights(artifact.vocab), budget, first, speller, deadline)
+        texts = _run(net, mixer, start, width, n, 8 * n + width, rng, top_k, top_p, forbidden,
+                     artifact.vocab.stoi[URL_SYMBOL], _char_weights(artifact.vocab), budget, first, speller, deadline)
     texts = [(prime + artifact.vocab.decode(t)).strip() for t in texts]
     return [t for t in texts if len(t) > len(prime.strip()) and weighted_length(t) <= MAX_WEIGHTED_LENGTH][:n]
 
@@ -225,7 +230,7 @@ class _Start:
         self.logits, self.state, self.context, self.spelling = logits, state, context, spelling
 
 
-def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, char_weight,
+def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, link, char_weight,
          budget, first_forbidden=(), speller: Speller | None = None,
          deadline: float | None = None) -> list[np.ndarray]:
     """Sample until n posts have ended in time, `limit` candidates were started or
@@ -244,6 +249,8 @@ def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, char_
             break
         step += 1
         p = mixer(logits, context, forbidden)
+        p[:, EOS] += p[:, link]  # a link ends the post (see sample)
+        p[:, link] = 0.0
         if len(first_forbidden):
             fresh_rows = np.flatnonzero(length == 0)
             if len(fresh_rows):
