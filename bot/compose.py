@@ -132,7 +132,7 @@ def compose(
         # every word spelled from the common words and the account's own (trainer/words.py),
         # all of them in the list the content check holds it to (trainer/spelling.py)
         spelled = (vocabulary.load(min_count=vocabulary.COMMON_COUNT) | vocabulary.known(style.word_counts))
-        speller = Speller(artifact.vocab, spelled & checks.known_words)
+        speller = Speller(artifact.vocab, spelled & checks.known_words, hashtags=checks.known_marks)
     keywords = reply_keywords(mention, style) if mention else []
     is_reply = mention is not None
     draws = iter(range(params.max_batches))

@@ -53,6 +53,10 @@ _NUMBER_UNIT_RE = re.compile(r"\d+(?:st|nd|rd|th|s|am|pm|k|m|b|bn|x|g|d|mph)", r
 # a word of 2+ letters (trainer.words' kind) that is not part of a handle, tag, link or
 # hyphenated compound
 _RECASE_RE = re.compile("(?<![\\w@#\uff20\u200b/.'\u2019\u2018-])[^\\W\\d_]{2,}(?:['\u2019][^\\W\\d_]+)*(?![\\w/-]|\\.\\w)")
+# how people join words ("YouTube", "McCain", "iPhone", "mRNA") or pluralize capitals
+# ("CEOs"): a case the model's slips ("BREASt", "OPens", "coKe") do not have
+_CAMEL_RE = re.compile(r"(?:[A-Z][a-z]+)+|[A-Z]{2,}s|[a-z](?:[A-Z][a-z]*)+")
+_POSSESSIVE_RE = re.compile("['\u2019]s$")
 _HANDLE_FIRST_RE = re.compile("^[.\\s]*[@\uff20]")  # "@name ..." and ".@name ...": replies' openings
 _PAIRS = (("(", ")"), ("[", "]"), ("\u201c", "\u201d"))
 _STRAY_START = set(",.;:!?'\u2019)]}-_/|\\")  # no post of a person starts mid-sentence
@@ -111,17 +115,27 @@ class BannedWords:
 
 def recase(text: str, forms: dict[str, str]) -> str:
     """Words written all lowercase that have another usual form get it ("missouri" ->
-    "Missouri"); handles, tags and links are left as they are."""
+    "Missouri"), and so do words of a case nobody writes ("APril" -> "April"; without a
+    usual form, "BREASt" -> "Breast", "coKe" -> "coke"); shouted, Capitalized, "iPhone" and "YouTube"-like
+    words are left as they are, and so are links. A #tag or @handle with a form in
+    `forms` ("#maga": "#MAGA") is written in it."""
     def usual(m: re.Match) -> str:
         w = m.group()
-        if not w.islower():
+        lower, stem = w.islower(), _POSSESSIVE_RE.sub("", w)
+        if not lower and (stem.isupper() or w[1:].islower() or _CAMEL_RE.fullmatch(stem)):
             return w
-        plain = w.replace("\u2019", "'")
+        plain = w.replace("\u2019", "'").lower()
         form = forms.get(plain)
         if form is None and plain.endswith("'s") and plain[:-2] in forms:  # "nasa's": "NASA's"
             form = forms[plain[:-2]] + "'s"
-        return (form or plain).replace("'", "\u2019" if "\u2019" in w else "'")
-    return _RECASE_RE.sub(usual, text)
+        if form is None:
+            form = plain if w[0].islower() else plain[0].upper() + plain[1:]
+        return form.replace("'", "\u2019" if "\u2019" in w else "'")
+
+    def tag(m: re.Match) -> str:
+        form = forms.get(("@" if m.group(1) == "\uff20" else m.group(1)) + m.group(2).lower())
+        return m.group() if form is None else m.group()[: -len(m.group(2))] + form[1:]
+    return _TAG_RE.sub(tag, _RECASE_RE.sub(usual, text))
 
 
 def defuse_mentions(text: str) -> str:
@@ -142,7 +156,7 @@ class ContentChecks:
         min_words: int = DEFAULT_MIN_WORDS,
         recent_bot_posts: Iterable[str] = (),
         known_words: frozenset[str] | None = None,
-        known_tags: frozenset[str] | None = None,
+        known_marks: frozenset[str] | None = None,
         word_forms: dict[str, str] | None = None,
     ):
         if mentions not in MENTION_MODES:
@@ -156,7 +170,7 @@ class ContentChecks:
         self.mentions = mentions
         self.min_words = min_words
         self.known_words = known_words  # None: any word may be posted
-        self.known_tags = known_tags  # "#tag"/"@handle" (lowercase) the account used; None: any
+        self.known_marks = known_marks  # "#tag", "@handle", "f9" (lowercase) the account wrote; None: any
         self.word_forms = word_forms or {}  # "missouri" -> "Missouri": written so when written lowercase
         # the bot's recent posts, for every target: X refuses duplicates, and readers
         # would notice; the same near-copy rules as for the target's own posts
@@ -215,17 +229,19 @@ class ContentChecks:
             unknown = [w for w in vocabulary.words(text) if w not in self.known_words]
             if unknown:
                 reasons.append("unknown-word: " + ", ".join(repr(w) for w in unknown[:3]))
-        if self.known_tags is not None:
-            invented = [mark + name for mark, name in _tags(text) if mark + name.lower() not in self.known_tags]
+        if self.known_marks is not None:
+            invented = [mark + name for mark, name in _tags(text) if mark + name.lower() not in self.known_marks]
             if invented:
                 reasons.append("invented-tag: " + ", ".join(repr(t) for t in invented[:3]))
-            glued = [w for w in _mixed(text) if w.lower() not in self.known_tags]
+            glued = [w for w in _mixed(text) if w.lower() not in self.known_marks]
             if glued:
                 reasons.append("letters-and-digits: " + ", ".join(repr(w) for w in glued[:3]))
         if _HANDLE_FIRST_RE.match(text):
             reasons.append("handle-first: opens with an @handle, like a reply")
         elif text[:1] in _STRAY_START:
             reasons.append(f"stray-start: opens with {text[:1]!r}")
+        if text.rstrip().endswith(":"):  # "Sign up here:" ends where its link would have been
+            reasons.append("dangling-colon: ends with ':', as if a link followed")
         said = canonical_tokens(text)
         trigrams = list(zip(said, said[1:], said[2:]))
         if len(set(trigrams)) < len(trigrams):
@@ -248,7 +264,7 @@ def _mixed(text: str) -> list[str]:
     return [w for w in _MIXED_RE.findall(text) if not _NUMBER_UNIT_RE.fullmatch(w)]
 
 
-def known_tags(texts: Iterable[str]) -> frozenset[str]:
+def known_marks(texts: Iterable[str]) -> frozenset[str]:
     """The #tags and @handles (lowercase, with their mark) an account's posts use, and
     its words of letters and digits ("f9", "covid19"): the only ones the bot may post
     as it (a real handle is defused; an invented one is not posted at all)."""
@@ -269,11 +285,21 @@ def word_forms(texts: Iterable[str], base_forms: dict[str, str] | None = None,
     """The usual form of each word that has one (trainer.words): the base corpus's,
     and the account's own for its words the base corpus does not have ("SpaceX").
     The base corpus has the broader view: in an account's posts "general" is
-    capitalized because it is always "Attorney General"."""
+    capitalized because it is always "Attorney General". And each #tag and @handle
+    the account wrote, as it most often wrote it ("#maga": "#MAGA")."""
     base = vocabulary.load_forms() if base_forms is None else base_forms
     known = vocabulary.load() if base_words is None else base_words
+    texts = list(texts)
     own = vocabulary.usual_forms(vocabulary.written(texts), min_count=3)
-    return {w: f for w, f in own.items() if w not in known and w != f} | base
+    written = Counter(mark + name for text in texts for mark, name in _tags(text))
+    tags = {}
+    for form, _ in written.most_common():
+        tags.setdefault(form.lower(), form)
+    # a form with capitals inside ("DeSantis") is the account's own even where the
+    # base corpus knows the word, unless it has a form there: the checks would
+    # otherwise flatten it as a case nobody writes
+    return {w: f for w, f in own.items()
+            if w != f and (w not in known or (w not in base and not f.isupper() and not f[1:].islower()))} | base | tags
 
 
 def checks_from_store(

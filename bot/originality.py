@@ -376,9 +376,10 @@ class NearCopyIndex:
 
 class Checks(Protocol):
     """What `select` needs of the content checks (bot.content.ContentChecks), and the
-    words they allow (None: any), which the sampler spells from."""
+    words and tags they allow (None: any), which the sampler spells from."""
 
     known_words: frozenset[str] | None
+    known_marks: frozenset[str] | None
 
     def check_many(self, texts: list[str]) -> list[tuple[str, list[str]]]: ...
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from bot import clock
 from bot.compose import ComposeParams, Style, compose
-from bot.content import DEFAULT_BANNED_WORDS_FILE, checks_from_store, known_tags, known_words, word_forms
+from bot.content import DEFAULT_BANNED_WORDS_FILE, checks_from_store, known_marks, known_words, word_forms
 from bot.costs import SpendCapReached
 from bot.errors import BotError
 from bot.originality import Selection, index_from_store
@@ -62,11 +62,11 @@ def generate(bot: Bot, handle: str, mention: str | None = None, n: int | None = 
     artifact, net = bot.models.get(info["path"])
     s = bot.settings
     index = index_from_store(bot.store, handle)
-    style, vocabulary, tags, forms = bot.style_of(handle)
+    style, vocabulary, marks, forms = bot.style_of(handle)
     checks = checks_from_store(
         bot.store, now=clock.now(), repeat_days=s.repeat_days, mentions=s.mentions_mode, min_words=s.min_words,
         banned_words_file=s.banned_words_file or DEFAULT_BANNED_WORDS_FILE,
-        known_words=vocabulary if s.real_words else None, known_tags=tags if s.real_words else None,
+        known_words=vocabulary if s.real_words else None, known_marks=marks if s.real_words else None,
         word_forms=forms if s.real_words else None,
     )
     params = ComposeParams(n or s.candidates, s.max_batches, s.temperature, s.top_p, s.compose_seconds)
@@ -74,14 +74,14 @@ def generate(bot: Bot, handle: str, mention: str | None = None, n: int | None = 
 
 
 def style_of(bot: Bot, handle: str) -> tuple[Style, frozenset[str], frozenset[str], dict[str, str]]:
-    """The account's lengths and word counts, the words and #tags/@handles it may
+    """The account's lengths and word counts, the words, #tags, @handles and digit words it may
     post, and the words' usual forms: made again only when its stored posts changed."""
     key, count = handle.lstrip("@").lower(), bot.store.post_count(handle)
     cached = bot.styles.get(key)
     if cached is None or cached[0] != count:
         texts = [p["text"] for p in bot.store.posts(handle)]
         style = Style.of(texts)
-        cached = (count, style, known_words(style.word_counts), known_tags(texts), word_forms(texts))
+        cached = (count, style, known_words(style.word_counts), known_marks(texts), word_forms(texts))
         bot.styles[key] = cached
     return cached[1:]
 

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from bot.compose import LENGTH_TOLERANCE, ComposeParams, Style, compose, content_words, rank
-from bot.content import ContentChecks, known_tags, known_words, word_forms
+from bot.content import ContentChecks, known_marks, known_words, word_forms
 from bot.originality import NearCopyIndex, Selection, Verdict, canonical_tokens
 from tests.bot_helpers import REPO
 from tests.trainer_helpers import BASE_FIXTURE, account_posts
@@ -70,8 +70,23 @@ def test_a_word_written_lowercase_gets_its_usual_form():
     checks = ContentChecks(word_forms=forms)
     final, reasons = checks.check("So missouri and nasa\u2019s general team at nasa.gov with @nasa and #missouri, MiSSOURI")
     assert reasons == ["url: a link, bare domain or URL placeholder is left (the bot posts no links)"]
-    assert final == "So Missouri and NASA\u2019s general team at nasa.gov with @\u200bnasa and #missouri, MiSSOURI"
+    assert final == "So Missouri and NASA\u2019s general team at nasa.gov with @\u200bnasa and #missouri, Missouri"
     assert checks.check("We fly spacex to missouri-style north")[0] == "We fly SpaceX to missouri-style north"
+
+
+def test_a_word_in_a_case_nobody_writes_gets_its_usual_form():
+    # the model's slips of case ("APril", "BREASt"); a camel-case form with capitals
+    # inside is the account's own even where the base corpus has the word without a form
+    texts = ["Gov DeSantis said so", "and DeSantis said", "then DeSantis did", "we RESET it", "so RESET", "RESET now"]
+    forms = word_forms(texts, base_forms={"april": "April", "nasa": "NASA"},
+                       base_words=frozenset({"april", "nasa", "desantis", "reset", "breast", "opens"}))
+    assert forms == {"april": "April", "nasa": "NASA", "desantis": "DeSantis"}
+    checks = ContentChecks(word_forms=forms)
+    slips = "In APril the BREASt OPens, nasa\u2019s desantis and DESantis with coKe"
+    assert checks.check(slips)[0] == "In April the Breast Opens, NASA\u2019s DeSantis and DeSantis with coke"
+    # as people write them: shouted, Capitalized, joined words, plural capitals, "iPhone"
+    kept = "APRIL NASA\u2019s plan, Breast YouTube PayPal McCain CEOs DMs iPhone eBay iOS mRNA I\u2019m DON\u2019T"
+    assert checks.check(kept)[0] == kept
 
 
 def test_style_checks_reject_what_reads_machine_made():
@@ -87,21 +102,23 @@ def test_style_checks_reject_what_reads_machine_made():
         'He said "great rally tonight to me': ["unbalanced"],
         "' a very good country, thank you all": ["stray-start"],
         ", and a very good country it is": ["stray-start"],
+        "Sign up to join our campaign today:": ["dangling-colon"],
+        "Our plan: a very good country": [],
     }
     for text, kinds in cases.items():
         reasons = checks.check(text)[1]
         assert [r.split(":")[0] for r in reasons] == kinds, (text, reasons)
     assert ContentChecks().check("Thank you for the flarbiest rally tonight")[1] == []  # no vocabulary given
     # the model invents #tags and @handles; only the account's own may be posted
-    tags = known_tags(["Thank you @FoxNews and #MAGA!", "Watch @CNN tonight"])
+    tags = known_marks(["Thank you @FoxNews and #MAGA!", "Watch @CNN tonight"])
     assert tags == {"@foxnews", "#maga", "@cnn"}
-    tagged = ContentChecks(known_tags=tags)
+    tagged = ContentChecks(known_marks=tags)
     assert tagged.check("Great rally with @FoxNews and #maga tonight")[1] == []
     assert tagged.check("Great rally with @LabrielDonard tonight folks")[1] == ["invented-tag: '@LabrielDonard'"]
     assert tagged.check("Great rally tonight folks #Winning2020")[1] == ["invented-tag: '#Winning2020'"]
     # the model glues digits to words ("I1", "Unusual4"): only the account's own such words
     # and numbers with a common unit may be posted
-    mixed = ContentChecks(known_tags=known_tags(["The F9 landed on the 2nd try", "SN8 flies"]))
+    mixed = ContentChecks(known_marks=known_marks(["The F9 landed on the 2nd try", "SN8 flies"]))
     assert mixed.check("The F9 and SN8 fly on the 3rd try in the 1990s at 9am")[1] == []
     assert mixed.check("So I1 think the Unusual4 rocket flies")[1] == ["letters-and-digits: 'I1', 'Unusual4'"]
     # X links a bare domain, and a post with a link costs $0.20 instead of $0.015

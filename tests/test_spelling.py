@@ -51,6 +51,19 @@ def test_apostrophes_handles_numbers_and_letters_beyond_ascii(speller):
     assert may(speller, "GROß") == {"e", "E"}
 
 
+def test_given_the_allowed_hashtags_a_hashtag_is_spelled_from_them():
+    tagged = Speller(VOCAB, ALLOWED, hashtags={"#maga", "#ma_2", "@cnn", "f9"})  # only #tags count
+    assert may(tagged, "the #m") == {"a", "A"}
+    assert may(tagged, "the #ma") == {"g", "G", "_"}  # "#ma" is no tag: it cannot end here
+    after = may(tagged, "#MAGA")
+    assert {" ", ".", "$", "'", "ß"} <= after and not {"x", "0", "_"} & after  # ends; "#magax" is no tag
+    assert may(tagged, "the #maga th") == {"e", "E"} and may(tagged, "#maga ok ") is None  # words: their own rules
+    assert may(tagged, "ok @zzq") is None  # handles stay free (the content checks judge them)
+    # "#" only where the account has a #tag
+    assert may(tagged, "the ") is None
+    assert "#" not in may(Speller(VOCAB, ALLOWED, hashtags={"@cnn"}), "the ")
+
+
 def test_every_word_written_is_allowed_and_the_cost_is_small(tiny_base_path):
     """The tiny model misspells most posts; spelled, none, with every post kept."""
     tiny = load(tiny_base_path)
