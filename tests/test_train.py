@@ -123,7 +123,9 @@ def test_finetuning_learns_the_accounts_own_characters(tiny_base):
     symbols, and what it writes uses them; before, they were UNK and never written."""
     posts = list(account_posts())
     assert "🦅" not in tiny_base.vocab.stoi
-    marked = [replace(p, text=p.text + " 🦅") if i % 2 else p for i, p in enumerate(posts)]
+    # at the start of every post: at the end it would follow the posts' links (a link ends
+    # a sampled post), and in half of them it is written too seldom to count reliably
+    marked = [replace(p, text="🦅 " + p.text) for p in posts]
     cfg = replace(FINETUNE_TRAIN, learning_rate=5e-3, batch_size=64, steps_per_epoch=10, max_epochs=1)
     tuned = finetune(tiny_base, marked, max_seconds=None, cfg=cfg)
     assert "🦅" in tuned.vocab.stoi
