@@ -102,8 +102,7 @@ class Speller:
     # --- the word list ---------------------------------------------------------------
 
     def is_word(self, prefix: str) -> bool:
-        i = bisect.bisect_left(self.words, prefix)
-        return i < len(self.words) and self.words[i] == prefix
+        return _holds(self.words, prefix)
 
     def _next_letters(self, prefix: str) -> tuple[set[str], bool]:
         """The characters that follow `prefix` in some allowed word, and whether it is
@@ -121,13 +120,6 @@ class Speller:
             lo = bisect.bisect_left(words, prefix + chr(ord(ch) + 1), lo, hi)
         return found, whole
 
-    def _is_prefix(self, prefix: str) -> bool:
-        i = bisect.bisect_left(self.words, prefix)
-        return i < len(self.words) and self.words[i].startswith(prefix)
-
-    def _is_tag_prefix(self, prefix: str) -> bool:
-        i = bisect.bisect_left(self.tags, prefix)
-        return i < len(self.tags) and self.tags[i].startswith(prefix)
 
     # --- per state ---------------------------------------------------------------------
 
@@ -146,11 +138,9 @@ class Speller:
     def _tag_mask(self, prefix: str) -> np.ndarray:
         """What may follow an allowed #tag's start: its next characters, and an end
         where it is whole (prefix starts with "#", which no word does)."""
-        i = bisect.bisect_left(self.tags, prefix)
-        whole = i < len(self.tags) and self.tags[i] == prefix
-        mask = self.tag_enders.copy() if whole else np.zeros(self.size, bool)
+        mask = self.tag_enders.copy() if _holds(self.tags, prefix) else np.zeros(self.size, bool)
         for sym, ch in self.tag_char.items():
-            if self._is_tag_prefix(prefix + ch):
+            if _starts(self.tags, prefix + ch):
                 mask[sym] = True
         return mask
 
@@ -172,7 +162,7 @@ class Speller:
                 mask[i] = True
         # letters whose casefold is longer than one character ("ß" -> "ss")
         for ch, ids in self.by_letter.items():
-            if len(ch) > 1 and self._is_prefix(prefix + ch):
+            if len(ch) > 1 and _starts(self.words, prefix + ch):
                 mask[ids] = True
         return mask
 
@@ -207,3 +197,15 @@ class Speller:
         for i in ids:
             state = self.after(state, int(i))
         return state
+
+
+def _holds(ordered: tuple[str, ...], item: str) -> bool:
+    """Whether the sorted tuple holds `item`."""
+    i = bisect.bisect_left(ordered, item)
+    return i < len(ordered) and ordered[i] == item
+
+
+def _starts(ordered: tuple[str, ...], prefix: str) -> bool:
+    """Whether an item of the sorted tuple starts with `prefix`."""
+    i = bisect.bisect_left(ordered, prefix)
+    return i < len(ordered) and ordered[i].startswith(prefix)
