@@ -6,8 +6,10 @@ here touches the X API, the disk or the clock.
 How the post is chosen among the candidates that passed the filter (bench/quality_bench.py
 measured the alternatives; BENCHMARKS.md): not the most novel one (mostly the shortest
 and oddest) nor the most probable one (over-regular text is easier to tell from the
-account's), but the one whose length is nearest a length drawn from the account's newest
-posts, so that what is posted has the account's current spread of lengths. Every word was
+account's), but of the candidates whose length is nearest a length drawn from the
+account's newest posts, the one whose surprise (bits per character under the account's
+model) is nearest a quantile drawn from its held-out posts': what is posted has the
+account's spread of lengths and of surprise. Every word was
 spelled from the allowed list as it was sampled (trainer/spelling.py), and the content
 checks have already rejected repeated phrases, unclosed brackets and openings with an
 @handle.
@@ -29,10 +31,13 @@ from typing import Callable
 from bot.originality import Checks, NearCopyIndex, Selection, canonical_tokens, select
 from trainer import words as vocabulary
 from trainer.model import Artifact
-from trainer.sample import StepNet, sample
+from trainer.sample import StepNet, sample_scored
 from trainer.spelling import Speller
 
 LENGTH_TOLERANCE = 0.05  # a passed candidate this near the drawn length quantile ends the drawing
+# The candidates nearest the drawn length among which the surprise (bits per character)
+# nearest a drawn quantile of the account's held-out posts' is posted (BENCHMARKS.md)
+SURPRISE_BAND = 20
 KEYWORDS = 3  # a reply's candidates are shared among the mention's first 3 content words
 QUOTE_RUN = 4  # a reply may not repeat this many of the mention's words in a row
 # Lengths drift: AndrewYang's newest 1,000 training posts have a median of 93 characters,
@@ -90,10 +95,7 @@ class Style:
 
     def quantile(self, length: int) -> float:
         """Share of the account's posts shorter than `length` (ties count half)."""
-        if not self.lengths:
-            return 0.5
-        lo, hi = bisect.bisect_left(self.lengths, length), bisect.bisect_right(self.lengths, length)
-        return (lo + hi) / 2 / len(self.lengths)
+        return _quantile(self.lengths, length) if self.lengths else 0.5
 
 
 def content_words(text: str) -> list[str]:
@@ -137,12 +139,13 @@ def compose(
     is_reply = mention is not None
     draws = iter(range(params.max_batches))
 
-    def batch(seconds: float) -> list[str]:
-        """One batch of candidates, within `seconds` (a stalled machine's slot ends in time)."""
+    def batch(seconds: float) -> list[tuple[str, float]]:
+        """One batch of candidates and their bits per character, within `seconds` (a
+        stalled machine's slot ends in time)."""
         n = next(draws)
         rng_seed = None if seed is None else seed + 1000 * n
         if not keywords:
-            return sample(artifact, params.candidates, temperature=params.temperature, top_p=params.top_p,
+            return sample_scored(artifact, params.candidates, temperature=params.temperature, top_p=params.top_p,
                           seed=rng_seed, net=net, never_first="" if is_reply else NEVER_FIRST, speller=speller,
                           max_seconds=seconds)
         texts = []
@@ -150,28 +153,37 @@ def compose(
         ends = time.monotonic() + seconds
         for i, word in enumerate(keywords):
             prime = word[:1].upper() + word[1:] + " "
-            texts += sample(artifact, share, temperature=params.temperature, top_p=params.top_p, prime=prime,
+            texts += sample_scored(artifact, share, temperature=params.temperature, top_p=params.top_p, prime=prime,
                             seed=None if rng_seed is None else rng_seed + i, net=net, speller=speller,
                             max_seconds=ends - time.monotonic())
         return texts
 
     # A drawn length far from most candidates' may need more than one batch to be matched.
-    target = random.Random(seed).random()
-    total, seen = Selection(), set()
+    draw = random.Random(seed)
+    target = Target(draw.random(), draw.random(), tuple(artifact.meta.get("heldout_post_bits", ())))
+    total, seen, bits = Selection(), set(), {}
     ranked = total
     started, spent = clock(), 0.0
     for n in range(1, params.max_batches + 1):
-        got = select(batch(params.max_seconds - spent), index, checks, seen=seen)
+        scored = batch(params.max_seconds - spent)
+        bits.update(scored)
+        got = select([text for text, _ in scored], index, checks, seen=seen)
         if is_reply:
             got = _no_quotes(got, mention)
         total = Selection(total.passed + got.passed, total.rejected + got.rejected, total.batches + 1)
-        ranked = rank(total, style, target, mention)
-        if ranked.best is not None and ranked.best.score["length_gap"] <= LENGTH_TOLERANCE:
+        ranked = rank(total, style, target, mention, bits)
+        if ranked.passed and min(v.score["length_gap"] for v in ranked.passed) <= LENGTH_TOLERANCE:
             break
         spent = clock() - started
         if ranked.best is not None and spent + spent / n > params.max_seconds:
             break
     return ranked
+
+
+def _quantile(values: tuple[float, ...], x: float) -> float:
+    """Share of the sorted `values` below x (ties count half)."""
+    lo, hi = bisect.bisect_left(values, x), bisect.bisect_right(values, x)
+    return (lo + hi) / 2 / len(values)
 
 
 def _no_quotes(selection: Selection, mention: str) -> Selection:
@@ -188,19 +200,45 @@ def _no_quotes(selection: Selection, mention: str) -> Selection:
     return Selection(passed, rejected, selection.batches)
 
 
-def rank(selection: Selection, style: Style, target: float, mention: str | None = None) -> Selection:
+@dataclass(frozen=True)
+class Target:
+    """What one slot aims at: a quantile of the account's post lengths and one of its
+    held-out posts' bits per character (`surprise`, sorted; empty for a model trained
+    before it was recorded: length alone decides)."""
+
+    length: float
+    bits: float = 0.5
+    surprise: tuple[float, ...] = ()
+
+
+def rank(selection: Selection, style: Style, target: Target, mention: str | None = None,
+         bits: dict[str, float] | None = None) -> Selection:
     """Orders the passed candidates, best first, and records why in each one's score:
     a reply sharing more of the mention's topic words first, then the length nearest
-    the `target` quantile of the account's own posts' lengths (drawn per slot)."""
+    the target quantile of the account's own posts' lengths (drawn per slot). Among
+    the SURPRISE_BAND nearest in length, the one whose bits per character under the
+    account's model (`bits`, by candidate text) is nearest the target quantile of its
+    held-out posts' comes first: the account's real posts are neither all predictable
+    nor all surprising, and the most predictable samples read least like them."""
     topic = set(content_words(mention)) if mention else set()
+    bits = bits or {}
     scored = []
     for v in selection.passed:
         q = style.quantile(len(v.final))
-        parts = {"length": len(v.final), "length_quantile": round(q, 3), "target_quantile": round(target, 3),
-                 "length_gap": round(abs(q - target), 3), "novelty": v.novelty}
+        parts = {"length": len(v.final), "length_quantile": round(q, 3), "target_quantile": round(target.length, 3),
+                 "length_gap": round(abs(q - target.length), 3), "novelty": v.novelty}
+        if v.text in bits and target.surprise:
+            bq = _quantile(target.surprise, bits[v.text])
+            parts |= {"bits_per_char": round(bits[v.text], 3), "bits_quantile": round(bq, 3),
+                      "target_bits_quantile": round(target.bits, 3), "bits_gap": round(abs(bq - target.bits), 3)}
         if mention is not None:
             parts["topic_words"] = len(topic.intersection(vocabulary.words(v.final)))
         scored.append(replace(v, score=parts))
-    scored.sort(key=lambda v: (-min(v.score.get("topic_words", 0), 2), v.score["length_gap"]))
-    ranked = [replace(v, rank=i + 1) for i, v in enumerate(scored)]
+
+    def topic_first(v):
+        return -min(v.score.get("topic_words", 0), 2)
+
+    scored.sort(key=lambda v: (topic_first(v), v.score["length_gap"]))
+    band = sorted(scored[:SURPRISE_BAND], key=lambda v: (topic_first(v), v.score.get("bits_gap", 0.0)))
+    ranked = [replace(v, rank=i + 1) for i, v in enumerate(band + scored[SURPRISE_BAND:])]
     return Selection(ranked, selection.rejected, selection.batches)

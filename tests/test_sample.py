@@ -3,9 +3,12 @@ import numpy as np
 import pytest
 
 from trainer import model
-from trainer.data import EOS, Vocab
+from trainer.data import EOS, PAD, UNK, Post, Vocab
 from trainer.model import Artifact, ModelConfig
-from trainer.sample import StepNet, sample
+from trainer.evaluate import symbol_log_probs
+from trainer.sample import StepNet, sample, sample_scored
+from trainer.text import URL_SYMBOL
+from trainer.train import post_bits
 from trainer.text import MAX_WEIGHTED_LENGTH, weighted_length
 
 
@@ -99,3 +102,22 @@ def test_bad_sampling_settings():
         sample(art, 1, temperature=0)
     with pytest.raises(TrainerError):
         sample(art, 1, top_p=1.5)
+
+
+def test_each_post_comes_with_its_bits_per_character_as_the_model_scores_it():
+    # no space: a post is returned stripped, and the figure is of what was sampled
+    art, _ = random_artifact("gru", Vocab(list("abcdefgh\ue000中")), seed=4)
+    # the sampler never draws PAD, UNK or a link: the scorer must give them nothing either
+    for sym in (PAD, UNK, art.vocab.stoi[URL_SYMBOL]):
+        art.weights[-1][sym] -= 30.0
+    got = sample_scored(art, 40, temperature=1.0, top_p=1.0, seed=2)
+    assert len(got) >= 30 and len({round(b, 3) for _, b in got}) > 20
+    posts = [Post(str(i), None, t) for i, (t, _) in enumerate(got)]
+    expected = post_bits(symbol_log_probs(art, posts), [np.asarray(art.vocab.encode(p.text)) for p in posts])
+    np.testing.assert_allclose([b for _, b in got], expected, rtol=1e-3)
+    # a nucleus cut changes what is drawn, not how the model scores it
+    cut = sample_scored(art, 40, temperature=1.0, top_p=0.5, seed=2)
+    posts = [Post(str(i), None, t) for i, (t, _) in enumerate(cut)]
+    expected = post_bits(symbol_log_probs(art, posts), [np.asarray(art.vocab.encode(p.text)) for p in posts])
+    np.testing.assert_allclose([b for _, b in cut], expected, rtol=1e-3)
+    assert np.mean(expected) < np.mean([b for _, b in got])  # and the cut draws likelier text

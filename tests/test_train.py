@@ -64,6 +64,12 @@ def test_finetuned_beats_base_on_held_out_posts(tiny_base, account):
     # the table alone names no character of the account's own (ngram.fold): compared at the base vocabulary
     assert tuned.meta["heldout_bits_per_char_base_vocab"] < tuned.meta["heldout_ngram_bits_per_char"]
     assert bits_per_char(tuned, heldout) == pytest.approx(tuned.meta["heldout_bits_per_char"], abs=1e-3)
+    # each held-out post's own figure, as percentiles: they spread around the mean
+    spread = tuned.meta["heldout_post_bits"]
+    assert len(spread) == 101 and spread == sorted(spread) and spread[0] < spread[-1]
+    assert spread[10] < tuned.meta["heldout_bits_per_char"] < spread[90]
+    one = bits_per_char(tuned, heldout[:1])
+    assert spread[0] - 1e-3 <= one <= spread[-1] + 1e-3
 
 
 def test_held_out_posts_are_learnt_once_scored_and_a_new_model_is_compared_on_posts_neither_learnt(tiny_base):

@@ -161,7 +161,12 @@ def _choose(p: np.ndarray, rng: np.random.Generator, top_k: int, top_p: float) -
     return (p == asc[rows, pos][:, None]).argmax(axis=1).astype(np.int32)
 
 
-def sample(
+def sample(artifact: Artifact, n: int, **kwargs) -> list[str]:
+    """Up to n new posts (sample_scored's texts without their bits per character)."""
+    return [text for text, _ in sample_scored(artifact, n, **kwargs)]
+
+
+def sample_scored(
     artifact: Artifact,
     n: int,
     temperature: float = 0.8,
@@ -174,11 +179,14 @@ def sample(
     never_first: str = "",
     speller: Speller | None = None,
     max_seconds: float | None = None,
-) -> list[str]:
-    """Up to n new posts; each ends at the model's end-of-post and fits X's weighted
-    length (longer ones are dropped, not cut, so no post ends mid-word). With
-    `max_seconds`, sampling stops that long after it began, with the posts ended by
-    then (a starved CPU makes a slot skip rather than run on).
+) -> list[tuple[str, float]]:
+    """Up to n new posts, each with its bits per character under the account's model:
+    its sampled symbols and its end, as trainer.evaluate scores a post, at the given
+    temperature and before the nucleus cut, the spelling and `never_first` narrowed
+    the choice (bot/compose.py chooses by it). Each post ends at the model's
+    end-of-post and fits X's weighted length (longer ones are dropped, not cut, so no
+    post ends mid-word). With `max_seconds`, sampling stops that long after it began,
+    with the posts ended by then (a starved CPU makes a slot skip rather than run on).
 
     `prime` is the text every post starts with (replies use it to follow a mention);
     it is part of the returned text. No post continues the prime with a character of
@@ -219,8 +227,9 @@ def sample(
     with np.errstate(over="ignore"):
         texts = _run(net, mixer, start, width, n, 8 * n + width, rng, top_k, top_p, forbidden,
                      artifact.vocab.stoi[URL_SYMBOL], _char_weights(artifact.vocab), budget, first, speller, deadline)
-    texts = [(prime + artifact.vocab.decode(t)).strip() for t in texts]
-    return [t for t in texts if len(t) > len(prime.strip()) and weighted_length(t) <= MAX_WEIGHTED_LENGTH][:n]
+    scored = [((prime + artifact.vocab.decode(t)).strip(), bits) for t, bits in texts]
+    return [(t, bits) for t, bits in scored
+            if len(t) > len(prime.strip()) and weighted_length(t) <= MAX_WEIGHTED_LENGTH][:n]
 
 
 class _Start:
@@ -232,15 +241,17 @@ class _Start:
 
 def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, link, char_weight,
          budget, first_forbidden=(), speller: Speller | None = None,
-         deadline: float | None = None) -> list[np.ndarray]:
+         deadline: float | None = None) -> list[tuple[np.ndarray, float]]:
     """Sample until n posts have ended in time, `limit` candidates were started or
-    time.monotonic() passed `deadline`; returns the ended posts' ids (without the prime)."""
+    time.monotonic() passed `deadline`; returns the ended posts' ids (without the prime)
+    and bits per symbol."""
     logits = np.repeat(start.logits[None, :], width, axis=0)
     state = [np.repeat(s[None, :], width, axis=0) for s in start.state]
     context = np.full(width, start.context, np.uint64)
     chars = np.full((width, MAX_STEPS), PAD, np.int32)
     length = np.zeros(width, np.int64)
     weight = np.zeros(width, np.int64)
+    bits = np.zeros(width, np.float64)
     spelling = [start.spelling] * width  # each row's place in its word (spelling.py)
     started, finished_so_far, done = width, 0, []
     step = 0
@@ -249,8 +260,9 @@ def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, link,
             break
         step += 1
         p = mixer(logits, context, forbidden)
-        p[:, EOS] += p[:, link]  # a link ends the post (see sample)
+        p[:, EOS] += p[:, link]  # a link ends the post (see sample_scored)
         p[:, link] = 0.0
+        total = p.sum(axis=1)  # the model's own weights: what it would score the symbol
         if len(first_forbidden):
             fresh_rows = np.flatnonzero(length == 0)
             if len(fresh_rows):
@@ -261,6 +273,7 @@ def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, link,
         chars[rows, length] = ids
         length += 1
         weight += char_weight[ids]
+        bits += np.log2(total / p[rows, ids])  # masks and the nucleus cut left the drawn weight as it was
         ended = ids == EOS
         finished = ended | (weight > budget) | (length >= MAX_STEPS)
         if stuck is not None:
@@ -268,7 +281,7 @@ def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, link,
             ended &= ~stuck
             spelling = [speller.after(st, i) for st, i in zip(spelling, ids.tolist())]
         for r in np.flatnonzero(ended & (weight <= budget) & (length > 1)):
-            done.append(chars[r, : length[r] - 1].copy())
+            done.append((chars[r, : length[r] - 1].copy(), float(bits[r] / length[r])))
         logits, state = net.step(ids, state)
         context = ngram.push(context, mixer.fold(ids))
         if not finished.any():
@@ -283,7 +296,7 @@ def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, link,
         wanted = int(np.ceil((n - len(done)) / success)) - int((~finished).sum())
         fresh = np.flatnonzero(finished)[: max(0, min(limit - started, wanted))]
         started += len(fresh)
-        logits[fresh], context[fresh], length[fresh], weight[fresh] = start.logits, start.context, 0, 0
+        logits[fresh], context[fresh], length[fresh], weight[fresh], bits[fresh] = start.logits, start.context, 0, 0, 0
         chars[fresh] = PAD
         for s, s0 in zip(state, start.state):
             s[fresh] = s0
@@ -292,7 +305,7 @@ def _run(net, mixer, start, width, n, limit, rng, top_k, top_p, forbidden, link,
         keep = ~finished
         keep[fresh] = True
         if not keep.all():
-            logits, context, chars, length, weight = (a[keep] for a in (logits, context, chars, length, weight))
+            logits, context, chars, length, weight, bits = (a[keep] for a in (logits, context, chars, length, weight, bits))
             state = [s[keep] for s in state]
             spelling = [st for st, k in zip(spelling, keep.tolist()) if k]
     return done

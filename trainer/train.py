@@ -282,6 +282,7 @@ def finetune(
     # the table alone, at the base vocabulary it counts at
     ngram_bpc = to_bits(np.log(artifact.ngram.score(data.encode_posts(base.vocab, heldout))))
     held_enc = data.encode_posts(vocab, heldout)
+    surprise = post_bits(plain, held_enc)
     compared = None if current is None else compare(current, base.vocab, heldout, merged, held_enc)
     if learn_heldout:
         # Scored, the held-out posts are learnt too: they are the account's newest, the
@@ -306,6 +307,9 @@ def finetune(
         "heldout_bits_per_char_base_vocab": round(base_vocab_bpc, 4),
         "heldout_network_bits_per_char": round(network_bpc, 4),
         "heldout_ngram_bits_per_char": round(ngram_bpc, 4),  # at the base vocabulary
+        # each held-out post's bits per character, percentiles: how surprising the
+        # account's new posts are to its model (bot/compose.py chooses by it)
+        "heldout_post_bits": [round(float(b), 3) for b in np.percentile(surprise, np.arange(101))] if surprise else [],
         # learnt after they were scored: a later model is compared on the posts after them
         "heldout_ids_learnt": [p.id for p in heldout] if learn_heldout else [],
         "compared": compared,
@@ -342,6 +346,13 @@ def compare(current: Artifact, base_vocab: Vocab, heldout: list[Post], heldout_l
         "bits_per_char": round(to_bits(mine), 4),
         "current_bits_per_char": round(to_bits(symbol_log_probs(current, unseen, base_size=size if same_base else None)), 4),
     }
+
+
+def post_bits(logp: np.ndarray, encoded: list[np.ndarray]) -> list[float]:
+    """Each post's bits per character from the log-probabilities of every scored
+    symbol (trainer.evaluate: its characters, then its end), post after post."""
+    ends = np.cumsum([len(e) + 1 for e in encoded])
+    return [float(-part.mean() / math.log(2)) for part in np.split(logp, ends[:-1])] if len(encoded) else []
 
 
 def recent_pass(model, encoded: list[np.ndarray], cfg: TrainConfig) -> None:
