@@ -5,10 +5,9 @@ import pytest
 from trainer import model
 from trainer.data import EOS, PAD, UNK, Post, Vocab
 from trainer.model import Artifact, ModelConfig
-from trainer.evaluate import symbol_log_probs
+from trainer.evaluate import post_bits, symbol_log_probs
 from trainer.sample import StepNet, sample, sample_scored
 from trainer.text import URL_SYMBOL
-from trainer.train import post_bits
 from trainer.text import MAX_WEIGHTED_LENGTH, weighted_length
 
 

@@ -108,6 +108,13 @@ def to_bits(logp: np.ndarray) -> float:
     return float(-logp.mean() / math.log(2))
 
 
+def post_bits(logp: np.ndarray, encoded: list[np.ndarray]) -> list[float]:
+    """to_bits of each post, from the log-probabilities of every scored symbol (as
+    symbol_log_probs gives them: post after post, each one's characters, then its end)."""
+    ends = np.cumsum([len(e) + 1 for e in encoded])
+    return [to_bits(part) for part in np.split(logp, ends[:-1])] if len(encoded) else []
+
+
 def bits_per_char(artifact: Artifact, posts: list[Post], model=None) -> float:
     """Held-out bits per scored symbol (characters + end-of-post) of the whole artifact."""
     return to_bits(symbol_log_probs(artifact, posts, model))

@@ -120,7 +120,6 @@ class Speller:
             lo = bisect.bisect_left(words, prefix + chr(ord(ch) + 1), lo, hi)
         return found, whole
 
-
     # --- per state ---------------------------------------------------------------------
 
     def allowed(self, state: tuple[int, str]) -> np.ndarray | None:

@@ -249,7 +249,7 @@ def finetune(
     learnt too. Given the model in use (`current`), both are scored on the held-out
     posts it never learnt (meta "compared"). With from_scratch the same architecture
     starts from random weights instead: the baseline that shows what transfer learning buys."""
-    from trainer.evaluate import symbol_log_probs, symbol_log_probs_both, to_bits
+    from trainer.evaluate import post_bits, symbol_log_probs, symbol_log_probs_both, to_bits
 
     t0 = time.monotonic()
     train, stop_slice, heldout = split_account(posts)
@@ -346,13 +346,6 @@ def compare(current: Artifact, base_vocab: Vocab, heldout: list[Post], heldout_l
         "bits_per_char": round(to_bits(mine), 4),
         "current_bits_per_char": round(to_bits(symbol_log_probs(current, unseen, base_size=size if same_base else None)), 4),
     }
-
-
-def post_bits(logp: np.ndarray, encoded: list[np.ndarray]) -> list[float]:
-    """Each post's bits per character from the log-probabilities of every scored
-    symbol (trainer.evaluate: its characters, then its end), post after post."""
-    ends = np.cumsum([len(e) + 1 for e in encoded])
-    return [float(-part.mean() / math.log(2)) for part in np.split(logp, ends[:-1])] if len(encoded) else []
 
 
 def recent_pass(model, encoded: list[np.ndarray], cfg: TrainConfig) -> None:
