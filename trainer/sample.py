@@ -169,9 +169,9 @@ def sample(artifact: Artifact, n: int, **kwargs) -> list[str]:
 def sample_scored(
     artifact: Artifact,
     n: int,
-    temperature: float = 0.8,
+    temperature: float = 1.0,
     top_k: int = 0,
-    top_p: float = 0.95,
+    top_p: float = 1.0,
     prime: str = "",
     batch_size: int = 256,
     seed: int | None = None,
