@@ -100,6 +100,9 @@ def test_style_checks_reject_what_reads_machine_made():
         "@bob thank you for the great rally": ["handle-first"],
         ".@bob thank you for the great rally": ["handle-first"],
         "We will win big and we will win big again": ["repetition"],
+        "We must all all stand together for the country": ["doubled-word"],
+        "Proud to . We will win big in Ohio": ["spaced-stop"],
+        "Mr. Smith went to Washington, and it's it’s own thing": [],
         "The rally (in Ohio was great tonight": ["unbalanced"],
         'He said "great rally tonight to me': ["unbalanced"],
         "' a very good country, thank you all": ["stray-start"],
@@ -123,6 +126,23 @@ def test_style_checks_reject_what_reads_machine_made():
     mixed = ContentChecks(known_marks=known_marks(["The F9 landed on the 2nd try", "SN8 flies"]))
     assert mixed.check("The F9 and SN8 fly on the 3rd try in the 1990s at 9am")[1] == []
     assert mixed.check("So I1 think the Unusual4 rocket flies")[1] == ["letters-and-digits: 'I1', 'Unusual4'"]
+    # a word written twice in a row, or a space before a stop, is a slip; unless the
+    # account writes so (HABIT_MIN times): "very very" and " !" here, not "so so"
+    habits = known_marks(["It was very very good", "A very very long day", "Thank you Ohio !", "Great !", "so so"])
+    assert {"very very", " !"} <= habits and "so so" not in habits
+    own = ContentChecks(known_marks=habits)
+    assert own.check("The rally was very very good tonight !")[1] == []
+    assert own.check("The rally was so so good tonight .")[1] == ["doubled-word: 'so so'", "spaced-stop: a space before '.'"]
+    assert ContentChecks().check("The rally was very very good tonight !")[1] == [
+        "doubled-word: 'very very'", "spaced-stop: a space before '!'"]
+    # a flag is a pair of regional indicators the account wrote; the model writes them one at a time
+    us, fr = "\U0001F1FA\U0001F1F8", "\U0001F1EB\U0001F1F7"
+    flags = ContentChecks(known_marks=known_marks([f"Go USA {us}{us}", f"Merci {fr}"]))
+    assert flags.check(f"We will win it for America {us}{fr}")[1] == []
+    for broken in ("\U0001F1FA", us[::-1], us[0] + us, us[0] + "\ufe0f" + us[1]):  # lone, unknown, odd, split
+        assert flags.check(f"We will win it for America {broken}")[1][0].startswith("broken-flag"), repr(broken)
+    assert ContentChecks().check(f"We will win it for America {us}")[1] == []  # no account given: pairs only
+    assert ContentChecks().check("We will win it for America \U0001F1FA")[1][0].startswith("broken-flag")
     # X links a bare domain, and a post with a link costs $0.20 instead of $0.015
     for text in ("Read the whole plan at yang2020.com today friends", "Find out more at bbc.co.uk tonight"):
         assert [r.split(":")[0] for r in ContentChecks().check(text)[1]] == ["url"], text
