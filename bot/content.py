@@ -1,12 +1,12 @@
 """Content checks every candidate post passes before it may be posted: no banned
 words, nobody pinged, no placeholder symbols, long enough, short enough for X, not a
 repeat of what the bot itself posted lately, and written like a post: real words only
-(when a vocabulary is given), no letters and digits glued together in a way the
-account never wrote ("I1"), not opening with an @handle (half of a conversation),
-no phrase said twice, no broken flag, no word written twice in a row ("all all") and no space before
-a full stop or comma ("lying .") unless the account writes so, brackets and quotes
-closed. A word written all lowercase that
-people write with a capital ("missouri") is given its usual form.
+(when a vocabulary is given: the account's language's, see known_words), no letters
+and digits glued together in a way the account never wrote ("I1"), not opening with
+an @handle (half of a conversation), no phrase said twice, no broken flag, no word
+written twice in a row ("all all") and no space before a full stop or comma
+("lying .") unless the account writes so, brackets and quotes closed. A word written
+all lowercase that people write with a capital ("missouri") is given its usual form.
 
 Plain values in, plain values out: the caller reads the banned-words file path and
 the bot's recent posts (store, clock) and hands them over.
@@ -26,6 +26,7 @@ from trainer import words as vocabulary
 from trainer.text import MAX_WEIGHTED_LENGTH, URL_SYMBOL, URL_WEIGHT, has_link, weighted_length
 
 DEFAULT_BANNED_WORDS_FILE = Path(__file__).resolve().parents[1] / "config" / "banned_words.txt"
+DEFAULT_SWEAR_WORDS_FILE = Path(__file__).resolve().parents[1] / "config" / "swear_words.txt"
 MENTION_MODES = ("defuse", "reject")
 DEFAULT_MIN_WORDS = 4
 DEFAULT_REPEAT_DAYS = 30
@@ -85,14 +86,14 @@ def _weighted_length(text: str, raw_url: bool) -> int:
     return weighted_length(text)
 
 
-def read_banned_words(path: str | Path) -> list[str]:
+def read_banned_words(path: str | Path, kind: str = "banned words") -> list[str]:
     """Words and phrases, one a line; blank lines and `#` comments ignored."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise BotError(f"banned words file {path}: no such file") from None
+        raise BotError(f"{kind} file {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise BotError(f"banned words file {path}: cannot read ({exc})") from None
+        raise BotError(f"{kind} file {path}: cannot read ({exc})") from None
     words = [line.split("#", 1)[0].strip() for line in lines]
     return [w for w in words if w]
 
@@ -311,12 +312,32 @@ def known_marks(texts: Iterable[str]) -> frozenset[str]:
                      + [habit for habit, n in habits.items() if n >= HABIT_MIN])
 
 
-def known_words(account_counts: Counter, base_words: frozenset[str] | None = None) -> frozenset[str]:
-    """The words the bot may post as an account: the base corpus's (shipped with the
-    project) and those the account itself used at least vocabulary.MIN_COUNT times
-    (`account_counts`: trainer.words.count of its posts)."""
+def known_words(account_counts: Counter, base_words: frozenset[str] | None = None,
+                other_language: frozenset[str] | None = None,
+                swear_words: Iterable[str] | None = None) -> frozenset[str]:
+    """The words the bot may post as an account: those the account itself used at
+    least vocabulary.MIN_COUNT times (`account_counts`: trainer.words.count of its
+    posts), and the base corpus's (shipped with the project) but for two kinds the
+    account writes only if it wrote them itself: swear words (`swear_words`, patterns
+    of config/swear_words.txt) and, for an account that writes the base corpus's main
+    language, its words of other languages (`other_language`): a model that has seen
+    "tidak" and "aber" spells them at times, and to a reader of the account they are
+    noise."""
     base = vocabulary.load() if base_words is None else base_words
-    return base | vocabulary.known(account_counts)
+    other = vocabulary.other_language() if other_language is None else other_language
+    patterns = read_banned_words(DEFAULT_SWEAR_WORDS_FILE, "swear words") if swear_words is None else swear_words
+    held_back = swearing(base, patterns)
+    if vocabulary.writes_main_language(account_counts, other):
+        held_back |= other
+    return (base - held_back) | vocabulary.known(account_counts)
+
+
+def swearing(words: Iterable[str], patterns: Iterable[str]) -> frozenset[str]:
+    """The `words` (casefolded) a pattern matches: a word, or a stem and "*"."""
+    patterns = [p.casefold() for p in patterns]
+    exact = {p for p in patterns if not p.endswith("*")}
+    stems = tuple(p[:-1] for p in patterns if p.endswith("*"))
+    return frozenset(w for w in words if w in exact or w.startswith(stems))
 
 
 def word_forms(texts: Iterable[str], base_forms: dict[str, str] | None = None,

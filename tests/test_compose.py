@@ -63,6 +63,54 @@ def test_the_word_list_is_built_by_a_command(tmp_path):
     assert forms["missouri"] == "Missouri" and forms["nasa"] == "NASA" and "the" not in forms and "apple" not in forms
 
 
+def test_words_of_another_language_are_judged_by_their_posts(tmp_path):
+    # 120 frequent main-language words make the corpus's commonest; a second language's
+    # posts use none of them. "probe" is only ever in headlines (no common word), yet
+    # its posts' other words are main-language words: it is a main-language word too.
+    rng = random.Random(0)
+    main = ["m" + a + b for a in "abcdefghijkl" for b in "abcdefghij"]
+    other = ["qu" + a + b for a in "abcde" for b in "abcde"]
+    lines = [" ".join(rng.sample(main, 6)) for _ in range(600)]
+    lines += [" ".join(other[(5 * i + j) % 25] for j in range(5)) + " casa" for i in range(47)] + ["casa " + " ".join(main[:5])] * 3
+    lines += [f"{main[i]} {main[i + 1]} probe" for i in range(0, 20, 2)]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "words.txt.gz"
+    r = subprocess.run([sys.executable, "-m", "trainer", "words", "--data", str(corpus), "--out", str(out)],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = {line.split("\t")[0]: line.split("\t")[1:] for line in gzip.decompress(out.read_bytes()).decode().splitlines()}
+    assert rows["casa"] == ["50", "", "6"]  # 3 of its 50 posts are in the main language
+    assert rows["probe"] == ["10"] and rows["mab"][2:] == []  # 100%: no column
+    assert words.other_language(out) == frozenset(other) | {"casa"} and json.loads(r.stdout)["other_language"] == 26
+
+    # an account that writes the main language posts none of them; one that writes the
+    # other one, its own words and the rest of the list
+    base, foreign = words.load(out), words.other_language(out)
+    english = known_words(words.count(lines[:50]), base_words=base, other_language=foreign)
+    assert "mab" in english and "probe" in english and not english & foreign
+    spanish = known_words(words.count(lines[600:610]), base_words=base, other_language=foreign)
+    assert spanish >= base
+    # the shipped list: the base corpus's Indonesian, German and Italian are not English,
+    # its headlines' words are
+    shipped = words.other_language()
+    assert {"tidak", "aber", "perché", "que", "und"} <= shipped
+    assert not {"the", "congress", "lol", "probe", "submarine", "folks", "die"} & shipped
+
+def test_swear_words_only_where_the_account_writes_them():
+    # the shipped list (config/swear_words.txt) against the shipped base words
+    polite = known_words(words.count(["What a day for the class to assess the cockpit"] * 3))
+    assert not {"fuckers", "shit", "bitch", "kunt", "ass", "motherfucking"} & polite
+    assert {"damn", "hell", "class", "assess", "cockpit", "crap"} <= polite  # mild, or not swearing
+    swears = known_words(words.count(["Holy shit, what a launch"] * 3 + ["shit happens"]))
+    assert "shit" in swears and "fuck" not in swears
+    checks = ContentChecks(min_words=2, known_words=polite)
+    assert checks.check("Those fuckers lied to you today")[1] == ["unknown-word: 'fuckers'"]
+    # a list of one's own: words and stems, any case
+    assert known_words(words.count([]), base_words=frozenset({"heck", "heckle", "darn", "dang"}),
+                       swear_words=["Heck*", "darn"]) == {"dang"}
+
+
 def test_a_word_written_lowercase_gets_its_usual_form():
     # the account's own forms count for words the base corpus lacks, from 3 mid-sentence uses
     texts = ["Thanks to the Attorney General, at SpaceX and SpaceX", "Go SpaceX", "The Attorney General spoke"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import sys
@@ -47,11 +48,15 @@ def cmd_words(args: argparse.Namespace) -> int:
     from trainer.data import read_posts
 
     texts = [p.text for p in read_posts(_base_corpus(args))]
-    counts = words.count(texts)
+    posts = [words.words(t) for t in texts]
+    counts = collections.Counter(w for ws in posts for w in ws)
     forms = words.usual_forms(words.written(texts))
-    n = words.save(counts, args.out, args.min_count, forms)
+    shares = words.main_language_shares(posts)
+    n = words.save(counts, args.out, args.min_count, forms, shares)
     print(json.dumps({"words": n, "distinct_seen": len(counts), "min_count": args.min_count,
                       "forms": sum(f != w for w, f in forms.items() if counts[w] >= args.min_count),
+                      "other_language": sum(s < words.OTHER_SHARE for w, s in shares.items()
+                                            if counts[w] >= args.min_count),
                       "out": str(args.out)}))
     return 0
 

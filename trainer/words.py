@@ -4,14 +4,22 @@ bot posts only candidates whose every word is known (bot/content.py).
 
 Words are what a reader would look up: handles, #tags, URLs and numbers are not words
 (a model may write new ones), and case does not matter. The base corpus's list ships
-as `trainer/models/words.txt.gz` (a word, its count and its usual form a line), made by
-`python -m trainer words --data FILE`.
+as `trainer/models/words.txt.gz` (a word, its count, its usual form and its language a
+line), made by `python -m trainer words --data FILE`.
 
 A word also has the form people write it in, where most of them write it with a
 capital in mid-sentence: "Missouri", "December", "NASA". The sampler spells casefolded
 words, so it writes "missouri" as readily as "Missouri"; the content checks give such
 a word its usual form (bot/content.py). The list's third column holds the form where
 it is not all lowercase.
+
+A word may also be of another language than the corpus's main one ("tidak", "aber",
+"perché"): a base corpus of a million posts has some of every language, and a model
+fine-tuned for an account that writes English still spells them now and then. The
+list's fourth column holds, for a word seen in LANGUAGE_MIN posts or more, the share
+of those posts (percent) that are in the corpus's main language (`main_language_shares`);
+the bot posts another language's words only for an account that writes them
+(bot/content.py known_words).
 
 Seen 3 times in a million posts is real, but not common: "chome", "leed" and "setanta"
 are. The sampler spells from the common ones only (COMMON_COUNT, plus the account's
@@ -37,6 +45,22 @@ DEFAULT_WORDS = Path(__file__).parent / "models" / "words.txt.gz"
 # form; in the base corpus's casual posts "December", "Tesla" and "Peter" are 84-88%
 FORM_SHARE = 0.8
 FORM_MIN = 5  # mid-sentence uses needed to tell (the base corpus; an account's own: 3)
+
+# A word's language is judged by the posts it is in. A post is in the corpus's main
+# language where MAIN_COMMON_SHARE of its words are among the corpus's TOP_COMMON
+# commonest ("the", "to", "a"); that misjudges headlines ("Police probe fatal crash"),
+# so a second pass counts a post as of another language only where at least half of
+# its words were mostly (below OTHER_FIRST) seen in posts not in the main language.
+TOP_COMMON = 100
+MAIN_COMMON_SHARE = 0.2
+OTHER_FIRST = 0.3
+LANGUAGE_MIN = 5  # posts a word needs for its share to be judged
+# below this share of main-language posts, a word is of another language: "die" (48%)
+# and "per" (71%) are English too, "de" (33%), "yang" (35%) and "aber" (5%) are not
+OTHER_SHARE = 40
+# an account writes the corpus's main language where fewer than this share of its word
+# uses are of another language (the shared English accounts: 0.04-0.2%)
+ACCOUNT_OTHER_SHARE = 0.1
 
 # handles (defused ones too: a zero-width character after the sign), tags, URLs; bare
 # domains are trainer.text's LINK_RE (what X links)
@@ -101,6 +125,39 @@ def count(texts: Iterable[str]) -> collections.Counter:
     return counts
 
 
+def main_language_shares(posts: list[list[str]]) -> dict[str, int]:
+    """For each word in LANGUAGE_MIN or more of `posts` (each a list of `words`), the
+    share of its posts (percent, rounded down) that are in the corpus's main language."""
+    totals = collections.Counter(w for ws in posts for w in ws)
+    common = {w for w, _ in totals.most_common(TOP_COMMON)}
+
+    def shares(in_main) -> dict[str, float]:
+        seen: collections.Counter = collections.Counter()
+        main: collections.Counter = collections.Counter()
+        for ws in posts:
+            if ws:
+                is_main = in_main(ws)
+                for w in set(ws):
+                    seen[w] += 1
+                    main[w] += is_main
+        return {w: main[w] / n for w, n in seen.items() if n >= LANGUAGE_MIN}
+
+    first = shares(lambda ws: sum(w in common for w in ws) >= MAIN_COMMON_SHARE * len(ws))
+
+    def second(ws: list[str]) -> bool:
+        judged = [first[w] for w in ws if w in first]
+        return not judged or sum(s < OTHER_FIRST for s in judged) * 2 < len(judged)
+
+    return {w: int(100 * s) for w, s in shares(second).items()}
+
+
+def writes_main_language(counts: collections.Counter, other: frozenset[str]) -> bool:
+    """Whether an account (its word `counts`) writes the base corpus's main language:
+    few of its word uses are of another language (`other`, from `other_language`)."""
+    total = sum(counts.values())
+    return not total or sum(n for w, n in counts.items() if w in other) < ACCOUNT_OTHER_SHARE * total
+
+
 def known(counts: collections.Counter, min_count: int = MIN_COUNT) -> frozenset[str]:
     return frozenset(w for w, c in counts.items() if c >= min_count)
 
@@ -118,10 +175,17 @@ def load_forms(path: str | Path = DEFAULT_WORDS) -> dict[str, str]:
     return _read(path).forms
 
 
+@lru_cache(maxsize=4)
+def other_language(path: str | Path = DEFAULT_WORDS) -> frozenset[str]:
+    """The list's words of another language than the corpus's main one (OTHER_SHARE)."""
+    return frozenset(w for w, s in _read(path).main_shares.items() if s < OTHER_SHARE)
+
+
 @dataclass(frozen=True)
 class _List:  # the parsed file
     counts: dict[str, int]
     forms: dict[str, str]
+    main_shares: dict[str, int]
 
 
 @lru_cache(maxsize=4)
@@ -129,14 +193,16 @@ def _read(path: str | Path) -> _List:
     """The file parsed once: every caller shares the result (read-only)."""
     try:
         with gzip.open(path, "rt", encoding="utf-8") as fh:
-            counts, forms = {}, {}
+            counts, forms, shares = {}, {}, {}
             for line in fh:
-                word, n, form = (line.rstrip("\n").split("\t") + ["", ""])[:3]
+                word, n, form, share = (line.rstrip("\n").split("\t") + ["", "", ""])[:4]
                 if word:
                     counts[word] = int(n) if n else MIN_COUNT
                     if form:
                         forms[word] = form
-            return _List(counts, forms)
+                    if share:
+                        shares[word] = int(share)
+            return _List(counts, forms, shares)
     except FileNotFoundError:
         raise TrainerError(f"{path}: no such file (make it with python -m trainer words --data FILE)") from None
     except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
@@ -144,12 +210,18 @@ def _read(path: str | Path) -> _List:
 
 
 def save(counts: collections.Counter, path: str | Path, min_count: int = MIN_COUNT,
-         forms: dict[str, str] | None = None) -> int:
-    """Writes the words seen at least `min_count` times, with their counts and the
-    usual forms (`usual_forms`) that are not all lowercase."""
+         forms: dict[str, str] | None = None, main_shares: dict[str, int] | None = None) -> int:
+    """Writes the words seen at least `min_count` times, with their counts, the usual
+    forms (`usual_forms`) that are not all lowercase and the shares of main-language
+    posts (`main_language_shares`) under 100."""
     ordered = sorted(w for w, c in counts.items() if c >= min_count)
     forms = {w: f for w, f in (forms or {}).items() if f != w}
+    shares = {w: s for w, s in (main_shares or {}).items() if s < 100}
+
+    def line(w: str) -> str:
+        columns = [w, str(counts[w]), forms.get(w, "")] + ([str(shares[w])] if w in shares else [])
+        return "\t".join(columns).rstrip("\t") + "\n"
+
     with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-        gz.write("".join(f"{w}\t{counts[w]}" + (f"\t{forms[w]}" if w in forms else "") + "\n"
-                         for w in ordered).encode("utf-8"))
+        gz.write("".join(line(w) for w in ordered).encode("utf-8"))
     return len(ordered)
