@@ -1,12 +1,13 @@
 """Content checks every candidate post passes before it may be posted: no banned
 words, nobody pinged, no placeholder symbols, long enough, short enough for X, not a
 repeat of what the bot itself posted lately, and written like a post: real words only
-(when a vocabulary is given: the account's language's, see known_words), no letters
-and digits glued together in a way the account never wrote ("I1"), not opening with
-an @handle (half of a conversation), no phrase said twice, no broken flag, no word
-written twice in a row ("all all") and no space before a full stop or comma
-("lying .") unless the account writes so, brackets and quotes closed. A word written
-all lowercase that people write with a capital ("missouri") is given its usual form.
+(when a vocabulary is given: of the account's language, and no swear word it never
+writes; see known_words), no letters and digits glued together in a way the account
+never wrote ("I1"), not opening with an @handle (half of a conversation), no phrase
+said twice, no broken flag, no word written twice in a row ("all all") and no space
+before a full stop or comma ("lying .") unless the account writes so, brackets and
+quotes closed. A word written all lowercase that people write with a capital
+("missouri") is given its usual form.
 
 Plain values in, plain values out: the caller reads the banned-words file path and
 the bot's recent posts (store, clock) and hands them over.
@@ -86,8 +87,9 @@ def _weighted_length(text: str, raw_url: bool) -> int:
     return weighted_length(text)
 
 
-def read_banned_words(path: str | Path, kind: str = "banned words") -> list[str]:
-    """Words and phrases, one a line; blank lines and `#` comments ignored."""
+def read_word_list(path: str | Path, kind: str = "banned words") -> list[str]:
+    """Words and phrases, one a line; blank lines and `#` comments ignored (the
+    banned words, the swear words)."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -179,7 +181,7 @@ class ContentChecks:
             raise BotError(f"min_words must be at least 1, not {min_words}")
         words = list(banned_words or [])
         if banned_words is None and banned_words_file is not None:
-            words = read_banned_words(banned_words_file)
+            words = read_word_list(banned_words_file)
         self._banned = BannedWords(words)
         self.mentions = mentions
         self.min_words = min_words
@@ -325,7 +327,7 @@ def known_words(account_counts: Counter, base_words: frozenset[str] | None = Non
     noise."""
     base = vocabulary.load() if base_words is None else base_words
     other = vocabulary.other_language() if other_language is None else other_language
-    patterns = read_banned_words(DEFAULT_SWEAR_WORDS_FILE, "swear words") if swear_words is None else swear_words
+    patterns = read_word_list(DEFAULT_SWEAR_WORDS_FILE, "swear words") if swear_words is None else swear_words
     held_back = swearing(base, patterns)
     if vocabulary.writes_main_language(account_counts, other):
         held_back |= other

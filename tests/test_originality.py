@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from bot.cli import main as cli_main
-from bot.content import DEFUSER, ContentChecks, _weighted_length, checks_from_store, read_banned_words
+from bot.content import DEFUSER, ContentChecks, _weighted_length, checks_from_store, read_word_list
 from bot.errors import BotError
 from bot.originality import (
     NearCopyIndex,
@@ -260,7 +260,7 @@ def test_a_copy_with_defused_mentions_is_still_a_copy(index, posts):
 def test_banned_words_and_phrases(tmp_path):
     path = tmp_path / "banned.txt"
     path.write_text("# a comment\n\nass   # trailing comment\nbad phrase\n", encoding="utf-8")
-    assert read_banned_words(path) == ["ass", "bad phrase"]
+    assert read_word_list(path) == ["ass", "bad phrase"]
     checks = ContentChecks(banned_words_file=path)
     assert checks.check("What a classy assembly of people here")[1] == []  # whole words only
     for text in ("You ASS, said the man today", "Two asses walked in here", "That was a BAD...  phrase indeed"):
