@@ -4,10 +4,11 @@ repeat of what the bot itself posted lately, and written like a post: real words
 (when a vocabulary is given: of the account's language, and no swear word it never
 writes; see known_words), no letters and digits glued together in a way the account
 never wrote ("I1"), not opening with an @handle (half of a conversation), no phrase
-said twice, no broken flag, no word written twice in a row ("all all") and no space
-before a full stop or comma ("lying .") unless the account writes so, brackets and
-quotes closed. A word written all lowercase that people write with a capital
-("missouri") is given its usual form.
+said twice, no broken flag, no word written twice in a row ("all all"), no space
+before a full stop or comma ("lying .") and no apostrophe closing a quote nobody
+opened ("document’ smoke") unless the account writes so, brackets and quotes
+closed. A word written all lowercase that people write with a capital ("missouri")
+is given its usual form.
 
 Plain values in, plain values out: the caller reads the banned-words file path and
 the bot's recent posts (store, clock) and hands them over.
@@ -73,6 +74,11 @@ _SPACED_STOP_RE = re.compile(r"[^\W_]\s+([.,;:!?])(?=\s|$)")
 # a flag is two regional-indicator letters ("\U0001F1FA\U0001F1F8"); the model writes
 # them one at a time, and a lone one shows as a boxed letter
 _FLAG_RUN_RE = re.compile("[\U0001F1E6-\U0001F1FF]+")  # a selector between them breaks the pair too
+# a word ending in an apostrophe ("Niche\u2019 forgive", "Donald' does"): the model closes
+# a quote it never opened. People write one after a plural ("workers\u2019 rights"), for a
+# dropped g ("goin'"), to close a quote they opened, or by habit ("rock n' roll")
+_END_APOSTROPHE_RE = re.compile("(?<![\\w'\u2019])([^\\W\\d_]+)['\u2019](?![\\w'\u2019])")
+_OPEN_QUOTE_RE = re.compile("(?<![\\w'\u2019])['\u2018](?=\\w)")
 _PAIRS = (("(", ")"), ("[", "]"), ("\u201c", "\u201d"))
 _STRAY_START = set(",.;:!?'\u2019)]}-_/|\\")  # no post of a person starts mid-sentence
 
@@ -258,6 +264,11 @@ class ContentChecks:
                                       and any(run[i:i + 2] not in self.known_marks for i in range(0, len(run), 2)))]
         if broken:
             reasons.append("broken-flag: " + ", ".join(repr(r) for r in broken[:3]))
+        stray = [m.group() for m in _END_APOSTROPHE_RE.finditer(text)
+                 if not m.group(1).lower().endswith(("s", "in")) and not _OPEN_QUOTE_RE.search(text, 0, m.end())
+                 and (self.known_marks is None or _apostrophe_mark(m.group()) not in self.known_marks)]
+        if stray:
+            reasons.append("stray-apostrophe: " + ", ".join(repr(w) for w in stray[:3]))
         if self.known_marks is not None:
             invented = [mark + name for mark, name in _tags(text) if mark + name.lower() not in self.known_marks]
             if invented:
@@ -297,16 +308,22 @@ def _double_mark(doubled: str) -> str:
     return " ".join(doubled.lower().split())
 
 
+def _apostrophe_mark(word: str) -> str:
+    return word.lower().replace("\u2019", "'")
+
+
 def known_marks(texts: Iterable[str]) -> frozenset[str]:
     """The #tags and @handles (lowercase, with their mark) an account's posts use, and
     its words of letters and digits ("f9", "covid19"): the only ones the bot may post
     as it (a real handle is defused; an invented one is not posted at all), and the
     flags it wrote (so "\U0001F1FA\U0001F1F8", not a pair the model made up). And its
-    habits the checks would otherwise reject: a word it doubles ("very very") and a
-    stop it puts a space before (" !"), each written at least HABIT_MIN times."""
+    habits the checks would otherwise reject: a word it doubles ("very very"), a stop
+    it puts a space before (" !") and a word it ends with an apostrophe ("n'"), each
+    written at least HABIT_MIN times."""
     texts = list(texts)
     habits = Counter([_double_mark(m.group()) for text in texts for m in _DOUBLED_RE.finditer(text)]
-                     + [" " + m.group(1) for text in texts for m in _SPACED_STOP_RE.finditer(text)])
+                     + [" " + m.group(1) for text in texts for m in _SPACED_STOP_RE.finditer(text)]
+                     + [_apostrophe_mark(m.group()) for text in texts for m in _END_APOSTROPHE_RE.finditer(text)])
     return frozenset([mark + name.lower() for text in texts for mark, name in _tags(text)]
                      + [w.lower() for text in texts for w in _mixed(text)]
                      + [run[i:i + 2] for text in texts for run in _FLAG_RUN_RE.findall(text) if len(run) % 2 == 0

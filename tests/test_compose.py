@@ -157,6 +157,10 @@ def test_style_checks_reject_what_reads_machine_made():
         ", and a very good country it is": ["stray-start"],
         "Sign up to join our campaign today:": ["dangling-colon"],
         "Our plan: a very good country": [],
+        "We are fighting for this document\u2019 smoke and the families": ["stray-apostrophe"],
+        "Donald' does not care about workers' rights": ["stray-apostrophe"],
+        "Protect workers\u2019 rights and keep rockin' tonight": [],  # a plural's, a dropped g
+        "He asked if I \u2018picked\u2019 it or 'won' it for the country": [],  # quotes they opened
     }
     for text, kinds in cases.items():
         reasons = checks.check(text)[1]
@@ -176,10 +180,12 @@ def test_style_checks_reject_what_reads_machine_made():
     assert mixed.check("So I1 think the Unusual4 rocket flies")[1] == ["letters-and-digits: 'I1', 'Unusual4'"]
     # a word written twice in a row, or a space before a stop, is a slip; unless the
     # account writes so (HABIT_MIN times): "very very" and " !" here, not "so so"
-    habits = known_marks(["It was very very good", "A very very long day", "Thank you Ohio !", "Great !", "so so"])
-    assert {"very very", " !"} <= habits and "so so" not in habits
+    habits = known_marks(["It was very very good", "A very very long day", "Thank you Ohio !", "Great !", "so so",
+                          "Rock n\u2019 roll tonight", "rock n' roll again"])
+    assert {"very very", " !", "n'"} <= habits and "so so" not in habits
     own = ContentChecks(known_marks=habits)
     assert own.check("The rally was very very good tonight !")[1] == []
+    assert own.check("Rock n' roll with us tonight in Ohio")[1] == []
     assert own.check("The rally was so so good tonight .")[1] == ["doubled-word: 'so so'", "spaced-stop: a space before '.'"]
     assert ContentChecks().check("The rally was very very good tonight !")[1] == [
         "doubled-word: 'very very'", "spaced-stop: a space before '!'"]
