@@ -156,6 +156,9 @@ def test_style_checks_reject_what_reads_machine_made():
         "' a very good country, thank you all": ["stray-start"],
         ", and a very good country it is": ["stray-start"],
         "Sign up to join our campaign today:": ["dangling-colon"],
+        "Join us tonight for the rally at": ["dangling-word"],
+        "Sending all our love to the families of Ohio and to": ["dangling-word"],
+        "What are we waiting for? Count me in": [],
         "Our plan: a very good country": [],
         "We are fighting for this document\u2019 smoke and the families": ["stray-apostrophe"],
         "Donald' does not care about workers' rights": ["stray-apostrophe"],
@@ -186,6 +189,10 @@ def test_style_checks_reject_what_reads_machine_made():
     own = ContentChecks(known_marks=habits)
     assert own.check("The rally was very very good tonight !")[1] == []
     assert own.check("Rock n' roll with us tonight in Ohio")[1] == []
+    # an ending with a link after it is no habit: the bot posts no links
+    endings = known_marks(["Thank you for", "All the thanks to you for", "Read it at", "Read it at https://t.co/x"])
+    assert "ends for" in endings and "ends at" not in endings
+    assert ContentChecks(known_marks=endings).check("This one is for all of you to see and for")[1] == []
     assert own.check("The rally was so so good tonight .")[1] == ["doubled-word: 'so so'", "spaced-stop: a space before '.'"]
     assert ContentChecks().check("The rally was very very good tonight !")[1] == [
         "doubled-word: 'very very'", "spaced-stop: a space before '!'"]
