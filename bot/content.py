@@ -249,6 +249,11 @@ class ContentChecks:
         reasons.extend(self._style(text))
         return text, reasons
 
+    def _habit(self, mark: str) -> bool:
+        """Whether the account writes so (`known_marks`: its habits); without an
+        account, nothing is."""
+        return self.known_marks is not None and mark in self.known_marks
+
     def _style(self, text: str) -> list[str]:
         """What makes a candidate read as machine-made, or out of place as a post."""
         reasons = []
@@ -256,12 +261,10 @@ class ContentChecks:
             unknown = [w for w in vocabulary.words(text) if w not in self.known_words]
             if unknown:
                 reasons.append("unknown-word: " + ", ".join(repr(w) for w in unknown[:3]))
-        doubled = [m.group() for m in _DOUBLED_RE.finditer(text)
-                   if self.known_marks is None or _double_mark(m.group()) not in self.known_marks]
+        doubled = [m.group() for m in _DOUBLED_RE.finditer(text) if not self._habit(_double_mark(m.group()))]
         if doubled:
             reasons.append("doubled-word: " + ", ".join(repr(w) for w in doubled[:3]))
-        spaced = [m.group(1) for m in _SPACED_STOP_RE.finditer(text)
-                  if self.known_marks is None or " " + m.group(1) not in self.known_marks]
+        spaced = [m.group(1) for m in _SPACED_STOP_RE.finditer(text) if not self._habit(" " + m.group(1))]
         if spaced:
             reasons.append("spaced-stop: a space before " + ", ".join(repr(c) for c in dict.fromkeys(spaced)))
         broken = [run for run in _FLAG_RUN_RE.findall(text)
@@ -271,7 +274,7 @@ class ContentChecks:
             reasons.append("broken-flag: " + ", ".join(repr(r) for r in broken[:3]))
         stray = [m.group() for m in _END_APOSTROPHE_RE.finditer(text)
                  if not m.group(1).lower().endswith(("s", "in")) and not _OPEN_QUOTE_RE.search(text, 0, m.end())
-                 and (self.known_marks is None or _apostrophe_mark(m.group()) not in self.known_marks)]
+                 and not self._habit(_apostrophe_mark(m.group()))]
         if stray:
             reasons.append("stray-apostrophe: " + ", ".join(repr(w) for w in stray[:3]))
         if self.known_marks is not None:
@@ -288,7 +291,7 @@ class ContentChecks:
         if text.rstrip().endswith(":"):  # "Sign up here:" ends where its link would have been
             reasons.append("dangling-colon: ends with ':', as if a link followed")
         dangling = _DANGLING_END_RE.search(text.rstrip())
-        if dangling and (self.known_marks is None or _end_mark(dangling.group()) not in self.known_marks):
+        if dangling and not self._habit(_end_mark(dangling.group())):
             reasons.append(f"dangling-word: ends with {dangling.group()!r}, as if a link followed")
         said = canonical_tokens(text)
         trigrams = list(zip(said, said[1:], said[2:]))

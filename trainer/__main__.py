@@ -51,7 +51,7 @@ def cmd_words(args: argparse.Namespace) -> int:
     posts = [words.words(t) for t in texts]
     counts = collections.Counter(w for ws in posts for w in ws)
     forms = words.usual_forms(words.written(texts))
-    shares = words.main_language_shares(posts)
+    shares = words.main_language_shares(posts, counts)
     n = words.save(counts, args.out, args.min_count, forms, shares)
     print(json.dumps({"words": n, "distinct_seen": len(counts), "min_count": args.min_count,
                       "forms": sum(f != w for w, f in forms.items() if counts[w] >= args.min_count),

@@ -125,11 +125,11 @@ def count(texts: Iterable[str]) -> collections.Counter:
     return counts
 
 
-def main_language_shares(posts: list[list[str]]) -> dict[str, int]:
-    """For each word in LANGUAGE_MIN or more of `posts` (each a list of `words`), the
-    share of its posts (percent, rounded down) that are in the corpus's main language."""
-    totals = collections.Counter(w for ws in posts for w in ws)
-    common = {w for w, _ in totals.most_common(TOP_COMMON)}
+def main_language_shares(posts: list[list[str]], counts: collections.Counter) -> dict[str, int]:
+    """For each word in LANGUAGE_MIN or more of `posts` (each a list of `words`; their
+    word `counts`), the share of its posts (percent, rounded down) that are in the
+    corpus's main language."""
+    common = {w for w, _ in counts.most_common(TOP_COMMON)}
 
     def shares(in_main) -> dict[str, float]:
         seen: collections.Counter = collections.Counter()
