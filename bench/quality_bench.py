@@ -21,7 +21,8 @@ account is about the same size):
     posts, sentences that share an 8-word run with a training post or that the bot's
     own near-copy index calls a copy dropped; its "replies" are the first of up to
     300 sentences that shares a content word with the mention.
-Metrics per system (rows) and account (columns): median length and the
+Metrics per system (rows) and account (columns): median length (also as posted: no
+links, no reply's opening @handles, which the bot never posts) and the
 Kolmogorov-Smirnov statistic of the length distribution against the real new posts;
 the share of real words (seen 3+ times in the base corpus or the account's training
 posts); the share opening with an @handle; detectability (5-fold cross-validated
@@ -278,6 +279,7 @@ def system_metrics(name: str, got: list[str], replies: list[str | None] | None, 
     return {
         "texts": len(got),
         "median_chars": qm.median_length(got),
+        "median_chars_as_posted": qm.median_length([t for t in map(qm.as_posted, got) if t]),
         "length_ks": qm.length_ks(reference, compared),
         "real_word_share": qm.real_word_share(got, ctx.base_counts, ctx.account_counts, REAL_WORD_MIN),
         "opens_with_handle": qm.opens_with_handle_share(got),
@@ -331,6 +333,7 @@ def measure_account(acct: Account, ctx: Context, run: BotRun, markov: MarkovBot,
 ROWS = [  # (key, label, format)
     ("texts", "texts", "{:.0f}"),
     ("median_chars", "median length (chars)", "{:.0f}"),
+    ("median_chars_as_posted", "  same, links and reply @s cut", "{:.0f}"),
     ("length_ks", "length KS vs real new", "{:.3f}"),
     ("real_word_share", "real-word share", "{:.3f}"),
     ("opens_with_handle", "opens with @handle", "{:.3f}"),

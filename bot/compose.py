@@ -7,7 +7,8 @@ How the post is chosen among the candidates that passed the filter (bench/qualit
 measured the alternatives; BENCHMARKS.md): not the most novel one (mostly the shortest
 and oddest) nor the most probable one (over-regular text is easier to tell from the
 account's), but of the candidates whose length is nearest a length drawn from the
-account's newest posts, the one whose surprise (bits per character under the account's
+account's newest posts (the length of their own writing: no links, no reply's opening
+@handles), the one whose surprise (bits per character under the account's
 model) is nearest a quantile drawn from its held-out posts': what is posted has the
 account's spread of lengths and of surprise. Every word was
 spelled from the allowed list as it was sampled (trainer/spelling.py), and the content
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -33,6 +35,7 @@ from trainer import words as vocabulary
 from trainer.model import Artifact
 from trainer.sample import StepNet, sample_scored
 from trainer.spelling import Speller
+from trainer.text import LINK_RE, URL_SYMBOL
 
 LENGTH_TOLERANCE = 0.05  # a passed candidate this near the drawn length quantile ends the drawing
 # The candidates nearest the drawn length among which the surprise (bits per character)
@@ -45,6 +48,9 @@ QUOTE_RUN = 4  # a reply may not repeat this many of the mention's words in a ro
 # newest 500 follow elonmusk's dip (43, all 53, newest 50) too closely.
 RECENT_LENGTHS = 1000
 NEVER_FIRST = "@.\uff20"  # a post never opens like a reply ("@name", ".@name")
+# a reply's opening handles, which the platform shows apart from the text
+_OPENING_HANDLES_RE = re.compile("^(?:\\.?[@\uff20][\u200b]*\\w+[\\s,:]*)+")
+_HANDLE_RE = re.compile("[@\uff20][\u200b]*\\w")
 # Words too common to carry a topic (4+ letters: shorter words are never keywords);
 # the benchmark's list of English stop words has all of these.
 STOPWORDS = frozenset("""
@@ -87,15 +93,34 @@ class Style:
 
     lengths: tuple[int, ...] = ()
     word_counts: Counter = field(default_factory=Counter)
+    handle_share: float = 0.0  # of the newest posts, those naming an @handle in their writing
 
     @classmethod
     def of(cls, texts: list[str], recent: int = RECENT_LENGTHS) -> Style:
-        """`texts` oldest first; the lengths are those of the newest `recent`."""
-        return cls(tuple(sorted(len(t) for t in texts[-recent:])), vocabulary.count(texts))
+        """`texts` oldest first; the lengths and the handle share are those of the
+        newest `recent` as a reader sees their writing (`own_writing`), those with none
+        left out."""
+        writing = [w for w in map(own_writing, texts[-recent:]) if w]
+        share = sum(map(names_handle, writing)) / len(writing) if writing else 0.0
+        return cls(tuple(sorted(map(len, writing))), vocabulary.count(texts), share)
 
     def quantile(self, length: int) -> float:
         """Share of the account's posts shorter than `length` (ties count half)."""
         return _quantile(self.lengths, length) if self.lengths else 0.5
+
+
+def own_writing(text: str) -> str:
+    """A post's own writing: without links and a reply's opening @handles, neither of
+    which the bot posts. Aimed at the lengths with them, the bot wrote elonmusk's posts
+    (half of them replies) a third longer than his read: median 44 characters against
+    33, and easier to tell from his (BENCHMARKS.md)."""
+    text = _OPENING_HANDLES_RE.sub("", LINK_RE.sub(" ", text.replace(URL_SYMBOL, " ")).strip())
+    return " ".join(text.split())
+
+
+def names_handle(text: str) -> bool:
+    """Whether the text names an @handle (defused or not)."""
+    return bool(_HANDLE_RE.search(text))
 
 
 def content_words(text: str) -> list[str]:
@@ -134,7 +159,7 @@ def compose(
         # every word spelled from the common words and the account's own (trainer/words.py),
         # all of them in the list the content check holds it to (trainer/spelling.py)
         spelled = (vocabulary.load(min_count=vocabulary.COMMON_COUNT) | vocabulary.known(style.word_counts))
-        speller = Speller(artifact.vocab, spelled & checks.known_words, hashtags=checks.known_marks)
+        speller = Speller(artifact.vocab, spelled & checks.known_words, marks=checks.known_marks)
     keywords = reply_keywords(mention, style) if mention else []
     is_reply = mention is not None
     draws = iter(range(params.max_batches))
@@ -160,7 +185,8 @@ def compose(
 
     # A drawn length far from most candidates' may need more than one batch to be matched.
     draw = random.Random(seed)
-    target = Target(draw.random(), draw.random(), tuple(artifact.meta.get("heldout_post_bits", ())))
+    target = Target(draw.random(), draw.random(), tuple(artifact.meta.get("heldout_post_bits", ())),
+                    handle=draw.random() < style.handle_share)
     total, seen, bits = Selection(), set(), {}
     ranked = total
     started, spent = clock(), 0.0
@@ -172,7 +198,7 @@ def compose(
             got = _no_quotes(got, mention)
         total = Selection(total.passed + got.passed, total.rejected + got.rejected, total.batches + 1)
         ranked = rank(total, style, target, mention, bits)
-        if ranked.passed and min(v.score["length_gap"] for v in ranked.passed) <= LENGTH_TOLERANCE:
+        if any(v.score["length_gap"] <= LENGTH_TOLERANCE and not v.score["handle_miss"] for v in ranked.passed):
             break
         spent = clock() - started
         if ranked.best is not None and spent + spent / n > params.max_seconds:
@@ -202,19 +228,22 @@ def _no_quotes(selection: Selection, mention: str) -> Selection:
 
 @dataclass(frozen=True)
 class Target:
-    """What one slot aims at: a quantile of the account's post lengths and one of its
+    """What one slot aims at: a quantile of the account's post lengths, one of its
     held-out posts' bits per character (`surprise`, sorted; empty for a model trained
-    before it was recorded: length alone decides)."""
+    before it was recorded: length alone decides) and whether to name an @handle."""
 
     length: float
     bits: float = 0.5
     surprise: tuple[float, ...] = ()
+    handle: bool = False  # whether the post names an @handle (drawn at the account's share)
 
 
 def rank(selection: Selection, style: Style, target: Target, mention: str | None = None,
          bits: dict[str, float] | None = None) -> Selection:
     """Orders the passed candidates, best first, and records why in each one's score:
-    a reply sharing more of the mention's topic words first, then the length nearest
+    a reply sharing more of the mention's topic words first, then those naming an
+    @handle or not as the target says (the account's share of posts that do: the model,
+    having learnt from replies, names more), then the length nearest
     the target quantile of the account's own posts' lengths (drawn per slot). Among
     the SURPRISE_BAND nearest in length, the one whose bits per character under the
     account's model (`bits`, by candidate text) is nearest the target quantile of its
@@ -226,7 +255,8 @@ def rank(selection: Selection, style: Style, target: Target, mention: str | None
     for v in selection.passed:
         q = style.quantile(len(v.final))
         parts = {"length": len(v.final), "length_quantile": round(q, 3), "target_quantile": round(target.length, 3),
-                 "length_gap": round(abs(q - target.length), 3), "novelty": v.novelty}
+                 "length_gap": round(abs(q - target.length), 3), "novelty": v.novelty,
+                 "handle_miss": names_handle(v.final) != target.handle}
         if v.text in bits and target.surprise:
             bq = _quantile(target.surprise, bits[v.text])
             parts |= {"bits_per_char": round(bits[v.text], 3), "bits_quantile": round(bq, 3),
@@ -235,10 +265,10 @@ def rank(selection: Selection, style: Style, target: Target, mention: str | None
             parts["topic_words"] = len(topic.intersection(vocabulary.words(v.final)))
         scored.append(replace(v, score=parts))
 
-    def topic_first(v):
-        return -min(v.score.get("topic_words", 0), 2)
+    def first(v):  # a reply's topic, then the drawn handle or none
+        return -min(v.score.get("topic_words", 0), 2), v.score["handle_miss"]
 
-    scored.sort(key=lambda v: (topic_first(v), v.score["length_gap"]))
-    band = sorted(scored[:SURPRISE_BAND], key=lambda v: (topic_first(v), v.score.get("bits_gap", 0.0)))
+    scored.sort(key=lambda v: (first(v), v.score["length_gap"]))
+    band = sorted(scored[:SURPRISE_BAND], key=lambda v: (first(v), v.score.get("bits_gap", 0.0)))
     ranked = [replace(v, rank=i + 1) for i, v in enumerate(band + scored[SURPRISE_BAND:])]
     return Selection(ranked, selection.rejected, selection.batches)

@@ -30,7 +30,7 @@ from trainer.text import MAX_WEIGHTED_LENGTH, URL_SYMBOL, URL_WEIGHT, has_link, 
 DEFAULT_BANNED_WORDS_FILE = Path(__file__).resolve().parents[1] / "config" / "banned_words.txt"
 DEFAULT_SWEAR_WORDS_FILE = Path(__file__).resolve().parents[1] / "config" / "swear_words.txt"
 MENTION_MODES = ("defuse", "reject")
-DEFAULT_MIN_WORDS = 4
+DEFAULT_MIN_WORDS = 2  # "Great work" is a post (37% of elonmusk's have fewer than 4 words)
 DEFAULT_REPEAT_DAYS = 30
 
 # X links "@name" only when a handle character follows the "@" (twitter-text's
@@ -58,6 +58,9 @@ _NUMBER_UNIT_RE = re.compile(r"\d+(?:st|nd|rd|th|s|am|pm|k|m|b|bn|x|g|d|mph)", r
 # a word of 2+ letters (trainer.words' kind) that is not part of a handle, tag, link or
 # hyphenated compound
 _RECASE_RE = re.compile("(?<![\\w@#\uff20\u200b/.'\u2019\u2018-])[^\\W\\d_]{2,}(?:['\u2019][^\\W\\d_]+)*(?![\\w/-]|\\.\\w)")
+# a hyphenated compound ("face-on"), outside links, handles and tags: its parts keep a
+# lowercase form ("missouri-style" is how people write it) but lose a slip's ("FAce-on")
+_COMPOUND_RE = re.compile("(?<![\\w@#\uff20\u200b/.'\u2019\u2018-])[^\\W\\d_]+(?:-[^\\W\\d_]+)+(?![\\w/-]|\\.\\w)")
 # how people join words ("YouTube", "McCain", "iPhone", "mRNA") or pluralize capitals
 # ("CEOs"): a case the model's slips ("BREASt", "OPens", "coKe") do not have
 _CAMEL_RE = re.compile(r"(?:[A-Z][a-z]+)+|[A-Z]{2,}s|[a-z](?:[A-Z][a-z]*)+")
@@ -143,11 +146,12 @@ class BannedWords:
 def recase(text: str, forms: dict[str, str]) -> str:
     """Words written all lowercase that have another usual form get it ("missouri" ->
     "Missouri"), and so do words of a case nobody writes ("APril" -> "April"; without a
-    usual form, "BREASt" -> "Breast", "coKe" -> "coke"); shouted, Capitalized, "iPhone" and "YouTube"-like
-    words are left as they are, and so are links. A #tag or @handle with a form in
-    `forms` ("#maga": "#MAGA") is written in it."""
-    def usual(m: re.Match) -> str:
-        w = m.group()
+    usual form, "BREASt" -> "Breast", "coKe" -> "coke"), the parts of a hyphenated
+    word too ("FAce-on" -> "Face-on", "missouri-style" stays); shouted, Capitalized,
+    "iPhone" and "YouTube"-like words are left as they are, and so are links. A #tag
+    or @handle with a form in `forms` ("#maga": "#MAGA") is written in it."""
+    def usual(m: re.Match | str) -> str:
+        w = m if isinstance(m, str) else m.group()
         lower, stem = w.islower(), _POSSESSIVE_RE.sub("", w)
         if not lower and (stem.isupper() or w[1:].islower() or _CAMEL_RE.fullmatch(stem)):
             return w
@@ -162,7 +166,10 @@ def recase(text: str, forms: dict[str, str]) -> str:
     def tag(m: re.Match) -> str:
         form = forms.get(("@" if m.group(1) == "\uff20" else m.group(1)) + m.group(2).lower())
         return m.group() if form is None else m.group()[: -len(m.group(2))] + form[1:]
-    return _TAG_RE.sub(tag, _RECASE_RE.sub(usual, text))
+
+    def compound(m: re.Match) -> str:
+        return "-".join(p if p.islower() or len(p) < 2 else usual(p) for p in m.group().split("-"))
+    return _TAG_RE.sub(tag, _COMPOUND_RE.sub(compound, _RECASE_RE.sub(usual, text)))
 
 
 def defuse_mentions(text: str) -> str:

@@ -114,7 +114,7 @@ class Settings:
     temperature: float = 1.0
     real_words: bool = True  # post only words of the base corpus or the account (trainer/words.py)
     top_p: float = 1.0  # no nucleus cut: BENCHMARKS.md, session 17
-    min_words: int = 4
+    min_words: int = 2  # a post has at least this many words (BENCHMARKS.md, session 25)
     repeat_days: int = 30  # never repeat what the bot posted in this many days
     mentions_mode: str = "defuse"  # @mentions in generated text: "defuse" or "reject"
     banned_words_file: Path | None = None  # None: config/banned_words.txt
@@ -208,7 +208,7 @@ class Settings:
             temperature=r.number("BOT_TEMPERATURE", 1.0, low=0.05, high=5),
             real_words=r.boolean("BOT_REAL_WORDS", True),
             top_p=r.number("BOT_TOP_P", 1.0, low=0.01, high=1),
-            min_words=r.integer("BOT_MIN_WORDS", 4, low=1, high=50),
+            min_words=r.integer("BOT_MIN_WORDS", 2, low=1, high=50),
             repeat_days=r.integer("BOT_REPEAT_DAYS", 30, low=0, high=3650),
             mentions_mode=r.choice("BOT_MENTIONS", "defuse", ("defuse", "reject")),
             banned_words_file=r.path("BOT_BANNED_WORDS_FILE", None),

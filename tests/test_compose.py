@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bot.compose import (LENGTH_TOLERANCE, SURPRISE_BAND, ComposeParams, Style, Target, compose, content_words,
-                          rank)
+                          own_writing, rank)
 from bot.content import ContentChecks, known_marks, known_words, word_forms
 from bot.originality import NearCopyIndex, Selection, Verdict, canonical_tokens
 from tests.bot_helpers import REPO
@@ -134,6 +134,9 @@ def test_a_word_in_a_case_nobody_writes_gets_its_usual_form():
     checks = ContentChecks(word_forms=forms)
     slips = "In APril the BREASt OPens, nasa\u2019s desantis and DESantis with coKe"
     assert checks.check(slips)[0] == "In April the Breast Opens, NASA\u2019s DeSantis and DeSantis with coke"
+    # the parts of a hyphenated word: slips mended, lowercase and people's forms kept
+    assert checks.check("A FAce-on chat, a well-oiled and X-ray DeSantis-led Pro-Life boOst-OUt")[0] == \
+        "A Face-on chat, a well-oiled and X-ray DeSantis-led Pro-Life boost-Out"
     # as people write them: shouted, Capitalized, joined words, plural capitals, "iPhone"
     kept = "APRIL NASA\u2019s plan, Breast YouTube PayPal McCain CEOs DMs iPhone eBay iOS mRNA I\u2019m DON\u2019T"
     assert checks.check(kept)[0] == kept
@@ -235,10 +238,33 @@ def test_the_choice_follows_the_accounts_lengths(account):
         assert best.rank == 1 and [v.rank for v in ranked.passed] == list(range(1, len(pool) + 1))
         assert best.score["length_gap"] == min(v.score["length_gap"] for v in ranked.passed)
         chosen.append(len(best.final))
-    real = statistics.median(len(t) for t in texts)
+    real = statistics.median(len(w) for w in map(own_writing, texts) if w)
     assert abs(statistics.median(chosen) - real) <= 0.1 * real
     most_novel_is_shortest = min(pool, key=len)
     assert statistics.median(chosen) > 3 * len(most_novel_is_shortest)
+
+
+def test_the_lengths_aimed_at_are_of_the_accounts_own_writing():
+    # a reply's opening handles and links are not posted, so not aimed at either
+    texts = ["@a @b_c Exactly", ".@x, so true https://t.co/abc", "Great launch \ue000", "@a \ue000", "Hello  world\n@b"]
+    assert Style.of(texts).lengths == (7, 7, 12, 14)
+    assert Style.of(["@nasa Onward", "Onward"]).quantile(6) == 0.5
+    # and of those, the share that names an @handle: a reply's opening ones are not named
+    assert Style.of(texts).handle_share == 0.25
+
+
+def test_a_handle_is_named_as_often_as_the_account_does():
+    """The slot draws whether its post names an @handle, at the account's share: the
+    model, having learnt from replies, names more than the account does."""
+    named = ["Thanks @\u200bcnn for the talk today", "Great talk with @\u200bcnn tonight"]
+    plain = ["Thanks everyone for the talk today", "Great talk with you all tonight"]
+    pool = [_verdict(t) for t in named + plain]
+    for handle in (True, False):
+        best = rank(Selection(pool), Style.of(plain * 5), Target(0.5, handle=handle)).best
+        assert (best.final in named) == handle and not best.score["handle_miss"]
+    texts = ["@bob so true", "Met @alice today at the lab", "Launch went well", "Great news all round"] * 10
+    style = Style.of(texts)
+    assert style.handle_share == 0.25
 
 
 def test_among_the_nearest_in_length_the_surprise_follows_the_accounts(account):

@@ -293,9 +293,10 @@ def test_placeholders_urls_and_minimum_length():
     assert checks.check("Read all about it at https://example.com")[1][0].startswith("url:")
     assert checks.check("An unknown \ufffd character here")[1][0].startswith("placeholder:")
     assert checks.check("A private \ue00f character here")[1][0].startswith("placeholder:")
-    assert checks.check("Great job today @someone")[1] == ["too-short: 3 words (minimum 4)"]
+    assert checks.check("Great")[1] == ["too-short: 1 word (minimum 2)"]
     assert checks.check("   ")[1] == ["empty: no text"]
-    assert ContentChecks(min_words=2).check("Great job")[1] == []
+    assert checks.check("Great job")[1] == []
+    assert ContentChecks(min_words=4).check("Great job today @someone")[1] == ["too-short: 3 words (minimum 4)"]
     # a raw URL weighs 23 too, beside a URL placeholder: 240 + 23 + 1 + 23
     assert "too-long: weighted length 287 (maximum 280)" in checks.check("x " * 120 + URL_SYMBOL + " t.co/abc")[1]
 
@@ -323,7 +324,7 @@ def test_select_ranks_passing_candidates_and_explains_rejections(index, posts):
     assert result.best is result.passed[0] and result.passed[0].novelty >= result.passed[1].novelty
     reasons = {v.text: v.reasons for v in result.rejected}
     assert reasons[copy][0].startswith("near-copy")
-    assert reasons["ok"] == ("too-short: 1 word (minimum 4)",)
+    assert reasons["ok"] == ("too-short: 1 word (minimum 2)",)
     assert reasons[candidates[3]] == ("duplicate: same words as another candidate",)
     assert all(not v.ok for v in result.rejected) and all(v.ok for v in result.passed)
 

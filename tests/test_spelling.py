@@ -51,17 +51,20 @@ def test_apostrophes_handles_numbers_and_letters_beyond_ascii(speller):
     assert may(speller, "GROß") == {"e", "E"}
 
 
-def test_given_the_allowed_hashtags_a_hashtag_is_spelled_from_them():
-    tagged = Speller(VOCAB, ALLOWED, hashtags={"#maga", "#ma_2", "@cnn", "f9"})  # only #tags count
+def test_given_the_allowed_marks_a_hashtag_or_handle_is_spelled_from_them():
+    tagged = Speller(VOCAB, ALLOWED, marks={"#maga", "#ma_2", "@cnn", "f9"})  # "f9" is neither
     assert may(tagged, "the #m") == {"a", "A"}
     assert may(tagged, "the #ma") == {"g", "G", "_"}  # "#ma" is no tag: it cannot end here
     after = may(tagged, "#MAGA")
     assert {" ", ".", "$", "'", "ß"} <= after and not {"x", "0", "_"} & after  # ends; "#magax" is no tag
     assert may(tagged, "the #maga th") == {"e", "E"} and may(tagged, "#maga ok ") is None  # words: their own rules
-    assert may(tagged, "ok @zzq") is None  # handles stay free (the content checks judge them)
-    # "#" only where the account has a #tag
+    assert may(tagged, "ok @c") == {"n", "N"} and may(tagged, "ok @CN") == {"n", "N"}
+    assert " " in may(tagged, "ok @cnn") and "n" not in may(tagged, "ok @cnn")
+    # "#" and "@" only where the account has a #tag or an @handle
     assert may(tagged, "the ") is None
-    assert "#" not in may(Speller(VOCAB, ALLOWED, hashtags={"@cnn"}), "the ")
+    assert "#" not in may(Speller(VOCAB, ALLOWED, marks={"@cnn"}), "the ")
+    assert "@" in may(Speller(VOCAB, ALLOWED, marks={"@cnn"}), "the ")
+    assert "@" not in may(Speller(VOCAB, ALLOWED, marks={"#maga"}), "the ")
 
 
 def test_every_word_written_is_allowed_and_the_cost_is_small(tiny_base_path):

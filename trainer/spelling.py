@@ -8,14 +8,16 @@ the posts came out shorter and made of commoner words than the account's
 (BENCHMARKS.md, "What the bot posts"). Steering each word keeps every candidate.
 
 What a word is mirrors trainer.words.words (the filter's own definition, which still
-checks the result): letters, with apostrophes inside, casefolded. Numbers and
-@handles are free (the content checks judge handles), and so are #tags unless the
-speller is given the ones allowed (the account's own, lowercase): then a #tag is
-spelled from those as a word is from the words, and "#" is written only where the
-account has one. The model invents #tags ("#HearingToog"); rejecting them afterwards
-left #tags in 2% of KamalaHarris's posts, against 13% of hers (spelled: 14%).
-@handles are left to the check: spelled from the account's, they came out in 8% of
-elonmusk's posts, against 1% of his (a reply's opening handles aside). The allowed words are a
+checks the result): letters, with apostrophes inside, casefolded. Numbers are free,
+and so are #tags and @handles unless the speller is given the ones allowed (the
+account's own, lowercase): then a #tag or @handle is spelled from those as a word is
+from the words, and "#" or "@" is written only where the account has one. The model
+invents #tags ("#HearingToog"); rejecting them afterwards left #tags in 2% of
+KamalaHarris's posts, against 13% of hers (spelled: 14%). So with @handles: rejected
+afterwards, they were in 0.3% of her candidates that passed, against 10% of her posts
+(a reply's opening handles aside). Spelled, they are in more candidates than in the
+account's posts (8% of elonmusk's, against 1% of his), so how often one is posted is
+the choice's to say (bot/compose.py). The allowed words are a
 sorted tuple, and a prefix's possible next letters are found by bisection: a trie of
 the base list's 105,000 words in Python dicts takes 47 MB (tracemalloc), per account.
 """
@@ -29,7 +31,6 @@ import numpy as np
 from trainer.data import SPECIALS, Vocab
 
 _APOSTROPHES = "'\u2019"
-_TAG_MARKS = "@#\uff20\uff03"
 _ZERO_WIDTH = "\u200b\u200c\u2060\ufeff"
 _LAST = "\U0010ffff"
 
@@ -37,10 +38,10 @@ _LAST = "\U0010ffff"
 LETTER, APOSTROPHE, TAG_MARK, TAG_CHAR, OTHER = range(5)
 # a row's state: (mode, prefix); mode OUT = between words, IN = in a word (prefix: its
 # casefolded letters so far, an apostrophe last if one was just written), FREE = in a
-# handle or tag (any), TAG = in a #tag spelled from the allowed (prefix: "#" and its
-# characters so far, lowercase)
+# handle or tag (any), TAG = in a #tag or @handle spelled from the allowed (prefix: its
+# mark, "#" or "@", and its characters so far, lowercase)
 OUT, IN, FREE, TAG = range(4)
-_HASH = "#\uff03"
+_MARK = {"#": "#", "\uff03": "#", "@": "@", "\uff20": "@"}  # a tag mark as the allowed list writes it
 START = (OUT, "")
 
 
@@ -53,11 +54,11 @@ class Speller:
     """The allowed words over one vocabulary: which symbols may come next in a state,
     and the state after a symbol."""
 
-    def __init__(self, vocab: Vocab, allowed: Iterable[str], hashtags: Iterable[str] | None = None):
+    def __init__(self, vocab: Vocab, allowed: Iterable[str], marks: Iterable[str] | None = None):
         self.words = tuple(sorted(set(allowed)))
         self.itos = vocab.itos
-        # "#maga"; None: any #tag may be written
-        self.tags = None if hashtags is None else tuple(sorted({t for t in hashtags if t[:1] == "#"}))
+        # "#maga", "@cnn" (of `marks`, which may hold other things); None: any may be written
+        self.tags = None if marks is None else tuple(sorted({t for t in marks if t[:1] in "#@"}))
         self.size = len(vocab)
         kinds, folded = [], []
         for i, ch in enumerate(vocab.itos):
@@ -70,7 +71,7 @@ class Speller:
             elif ch in _APOSTROPHES:
                 kinds.append(APOSTROPHE)
                 folded.append("'")
-            elif ch in _TAG_MARKS:
+            elif ch in _MARK:
                 kinds.append(TAG_MARK)
                 folded.append("")
             elif ch == "_" or ch.isdecimal() or ch in _ZERO_WIDTH:
@@ -95,9 +96,10 @@ class Speller:
         self.tag_enders = np.ones(self.size, bool)
         self.tag_enders[list(self.tag_char)] = False
         self.tag_enders[[i for i, ch in enumerate(vocab.itos) if ch in _ZERO_WIDTH]] = False
-        self._between = None  # between words: no "#" when no #tag is allowed
-        if self.tags == ():
-            self._between = np.array([ch not in _HASH for ch in vocab.itos])
+        self._between = None  # between words: no mark of a kind the account never wrote
+        written = {t[0] for t in self.tags or ()}
+        if self.tags is not None and written != {"#", "@"}:
+            self._between = np.array([ch not in _MARK or _MARK[ch] in written for ch in vocab.itos])
 
     # --- the word list ---------------------------------------------------------------
 
@@ -187,7 +189,7 @@ class Speller:
         if kind == LETTER:
             return IN, self.folded[symbol]
         if kind == TAG_MARK:
-            return (TAG, "#") if self.tags is not None and self.itos[symbol] in _HASH else (FREE, "")
+            return (TAG, _MARK[self.itos[symbol]]) if self.tags is not None else (FREE, "")
         return START
 
     def run(self, ids: Iterable[int]) -> tuple[int, str]:
